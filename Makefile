@@ -1,0 +1,40 @@
+# longdream — every target runs through the project virtualenv (.venv), created by `make setup`.
+PY      ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+export MUJOCO_GL ?= egl
+
+EPISODES ?= data/episodes/mm9
+RUN      ?= runs/demo
+
+.PHONY: help setup test test-slow lint data demo train bench clean
+
+help:  ## list targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+setup: $(VENV)/.installed  ## create .venv and install longdream editable (quick when already done)
+
+test: setup  ## run the fast CPU test suite
+	$(BIN)/python -m pytest -q
+
+test-slow: setup  ## run only the slow tests
+	$(BIN)/python -m pytest -q -m slow
+
+lint: setup  ## ruff check
+	$(BIN)/ruff check .
+
+data: setup  ## collect real Memory Maze 9x9 episodes into $(EPISODES)
+	$(BIN)/python -m envs.collect --env longdream/MemoryMaze-9x9-ExtraObs-v0 --episodes 24 --steps 500 \
+		--out $(EPISODES) --workers 2 --seed 0 --policy explore
+
+clean:  ## remove caches (keeps .venv, data and runs)
+	rm -rf .pytest_cache .ruff_cache build *.egg-info
+	find . -name __pycache__ -type d -prune -not -path './$(VENV)/*' -exec rm -rf {} +

@@ -1,0 +1,1 @@
+"""Model-based agents that learn inside imagined rollouts (Dreamer-style actor-critic, SB3 in the dream)."""

@@ -1,0 +1,1 @@
+"""Benchmarks: write JSON + PNG under benchmarks/results/. Not tests."""

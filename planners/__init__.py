@@ -1,0 +1,1 @@
+"""MPC planners (random shooting, CEM, MPPI) over batched imagined rollouts."""
