@@ -1,0 +1,135 @@
+"""Diffusion Forcing on latent video: noise schedule, training loss, and a few-step streaming sampler.
+
+Axis legend: B batch, T frames, C latent channels, h x w latent grid.
+
+Parameterisation (documented choice): **v-prediction** with the cosine schedule in continuous time
+t in [0, 1]:
+
+    alpha(t) = cos(pi t / 2),  sigma(t) = sin(pi t / 2)       (variance preserving, alpha^2 + sigma^2 = 1)
+    x_t      = alpha x_0 + sigma eps
+    v        = alpha eps - sigma x_0                          (the network's target)
+    x_0      = alpha x_t - sigma v,   eps = sigma x_t + alpha v
+
+t = 0 is a clean frame, t = 1 pure noise. v-prediction stays well conditioned at both ends, which
+matters here because Diffusion Forcing feeds frames at every noise level side by side.
+
+Diffusion Forcing (Chen et al. 2024) gives every frame its own noise level. The long-context trick of
+Po et al. 2025: with probability 0.5 a clean prefix (t = 0) of random length longer than half the
+window is kept, and the loss is computed only on the noised frames after it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class DiffusionConfig:
+    prediction: str = "v"            # only "v" is implemented (see module docstring)
+    clean_prefix_prob: float = 0.5   # long-context trick probability (paper: 0.5)
+    sampling_steps: int = 4          # DDIM steps per generated frame
+    context_noise: float = 0.1       # "stabilisation" level at which committed/context frames are fed
+    eta: float = 0.0                 # DDIM stochasticity (0 = deterministic given the initial noise)
+
+    def __post_init__(self):
+        if self.prediction != "v":
+            raise ValueError(f"DiffusionConfig.prediction={self.prediction!r}: only 'v' is implemented")
+        if not 0.0 <= self.clean_prefix_prob <= 1.0:
+            raise ValueError(f"DiffusionConfig.clean_prefix_prob={self.clean_prefix_prob} must be in [0, 1]")
+        if self.sampling_steps < 1:
+            raise ValueError(f"DiffusionConfig.sampling_steps={self.sampling_steps} must be >= 1")
+        if not 0.0 <= self.context_noise < 1.0:
+            raise ValueError(f"DiffusionConfig.context_noise={self.context_noise} must be in [0, 1)")
+
+
+def alpha_sigma(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cosine schedule: alpha(t) = cos(pi t / 2), sigma(t) = sin(pi t / 2)."""
+    return torch.cos(t * (math.pi / 2)), torch.sin(t * (math.pi / 2))
+
+
+def _expand(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """(B, T) or (B,) -> broadcastable against x (B, T, C, h, w) or (B, C, h, w)."""
+    return t.reshape(*t.shape, *([1] * (x.dim() - t.dim())))
+
+
+def add_noise(x0: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+    a, s = alpha_sigma(_expand(t, x0))
+    return a * x0 + s * eps
+
+
+def v_target(x0: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+    a, s = alpha_sigma(_expand(t, x0))
+    return a * eps - s * x0
+
+
+def x0_eps_from_v(x_t: torch.Tensor, t: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    a, s = alpha_sigma(_expand(t, x_t))
+    return a * x_t - s * v, s * x_t + a * v
+
+
+def sample_noise_levels(
+    batch: int, frames: int, cfg: DiffusionConfig, generator: torch.Generator | None = None,
+    device: torch.device | str = "cpu",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-frame noise levels and the loss mask for one Diffusion Forcing batch.
+
+    Returns t (B, T) in [0, 1] and mask (B, T) bool (True = the frame counts in the loss).
+
+    1. every frame draws its own t ~ U(0, 1) (Diffusion Forcing);
+    2. with probability `clean_prefix_prob` a sequence keeps a clean prefix of length L, drawn uniformly
+       from the lengths longer than half the window (T/2 < L <= T - 1), at t = 0;
+    3. the loss covers only the frames after that prefix (all frames when there is no prefix).
+    """
+    if frames < 2:
+        raise ValueError(f"Diffusion Forcing needs windows of at least 2 frames, got {frames}")
+    # 1. independent noise level per frame
+    t = torch.rand(batch, frames, generator=generator).to(device)
+    # 2. clean prefix of random length > T/2 for a random half of the sequences
+    use_prefix = torch.rand(batch, generator=generator) < cfg.clean_prefix_prob
+    lo = frames // 2 + 1                      # smallest length strictly longer than half the window
+    hi = frames - 1                           # keep at least one noised frame
+    lo = min(lo, hi)
+    lengths = torch.randint(lo, hi + 1, (batch,), generator=generator)
+    lengths = torch.where(use_prefix, lengths, torch.zeros_like(lengths)).to(device)
+    idx = torch.arange(frames, device=device)[None, :]            # (1, T)
+    prefix = idx < lengths[:, None]                               # (B, T)
+    t = torch.where(prefix, torch.zeros_like(t), t)
+    # 3. loss only on the noised frames
+    mask = ~prefix
+    return t, mask
+
+
+def diffusion_loss(
+    pred_v: torch.Tensor, x0: torch.Tensor, t: torch.Tensor, eps: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
+    """Mean squared v-error over the masked frames. pred_v, x0, eps (B, T, C, h, w); t, mask (B, T)."""
+    err = (pred_v - v_target(x0, t, eps)).pow(2).flatten(2).mean(-1)   # (B, T)
+    m = mask.to(err.dtype)
+    return (err * m).sum() / m.sum().clamp_min(1.0)
+
+
+def ddim_timesteps(steps: int, device=None) -> torch.Tensor:
+    """Noise levels visited by the sampler, from pure noise to clean: (steps + 1,) = 1, ..., 0."""
+    return torch.linspace(1.0, 0.0, steps + 1, device=device)
+
+
+def ddim_update(
+    x_t: torch.Tensor, v: torch.Tensor, t: torch.Tensor, t_next: torch.Tensor, eta: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One DDIM step from level t to t_next (scalars or (B,)); returns (x_next, x0_hat)."""
+    x0, eps = x0_eps_from_v(x_t, t, v)
+    a_n, s_n = alpha_sigma(_expand(t_next, x_t))
+    if eta > 0:
+        a, s = alpha_sigma(_expand(t, x_t))
+        # DDIM sigma for the stochastic variant (Song et al. 2021, eq. 16) in alpha/sigma form
+        ratio = (s_n**2 / s.clamp_min(1e-8) ** 2) * (1 - (a**2) / a_n.clamp_min(1e-8) ** 2).clamp_min(0)
+        c = eta * torch.sqrt(ratio)
+        noise = torch.randn(x_t.shape, generator=generator, device="cpu").to(x_t)
+        x_next = a_n * x0 + torch.sqrt((s_n**2 - c**2).clamp_min(0)) * eps + c * noise
+    else:
+        x_next = a_n * x0 + s_n * eps
+    return x_next, x0
