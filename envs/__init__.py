@@ -1,1 +1,43 @@
-"""longdream.envs: real environments (Memory Maze), episode collection and storage, and the dream env."""
+"""longdream.envs: real environments (Memory Maze), episode collection and storage, and the dream env.
+
+Importing this package registers the Gymnasium ids (string entry points: nothing heavy is imported)::
+
+    longdream/MemoryMaze-{9x9,11x11,13x13,15x15}[-ExtraObs|-Vis|-Top|-ExtraObs-Vis|-ExtraObs-Top]-v0
+
+e.g. ``gymnasium.make("longdream/MemoryMaze-9x9-ExtraObs-v0")`` after ``import envs``.
+"""
+import os
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+import gymnasium as _gym  # noqa: E402
+
+# size -> episode length in 4 Hz steps (kept equal to envs.memory_maze.SIZES without importing it)
+_MEMORY_MAZE_STEPS = {"9x9": 1000, "11x11": 2000, "13x13": 3000, "15x15": 4000}
+_MEMORY_MAZE_VARIANTS = {
+    "": {},
+    "-ExtraObs": {"extra_obs": True},
+    "-Vis": {"good_visibility": True},
+    "-Top": {"top_camera": True},
+    "-ExtraObs-Vis": {"extra_obs": True, "good_visibility": True},
+    "-ExtraObs-Top": {"extra_obs": True, "top_camera": True},
+}
+MEMORY_MAZE_IDS: list[str] = []
+
+
+def _register_memory_maze() -> None:
+    for size, steps in _MEMORY_MAZE_STEPS.items():
+        for suffix, kwargs in _MEMORY_MAZE_VARIANTS.items():
+            env_id = f"longdream/MemoryMaze-{size}{suffix}-v0"
+            MEMORY_MAZE_IDS.append(env_id)
+            if env_id in _gym.registry:
+                continue
+            _gym.register(
+                id=env_id,
+                entry_point="envs.memory_maze:MemoryMazeEnv",
+                kwargs={"size": size, **kwargs},
+                max_episode_steps=steps,
+            )
+
+
+_register_memory_maze()

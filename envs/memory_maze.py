@@ -1,0 +1,331 @@
+"""Memory Maze (memory-maze 1.0.3) as a Gymnasium environment.
+
+The ``memory-maze`` package only registers old-``gym`` ids; this module wraps its ``dm_env`` tasks
+(``memory_maze.tasks.memory_maze_{9x9,11x11,13x13,15x15}``) in a ``gymnasium.Env``. ``import envs`` registers
+``longdream/MemoryMaze-{9x9,11x11,13x13,15x15}[-ExtraObs|-Vis|-Top|-ExtraObs-Vis|-ExtraObs-Top]-v0``.
+
+- Observation: the 64x64x3 uint8 first-person frame (target colour drawn as the border), or for ``ExtraObs``
+  a ``Dict`` with ``image`` plus ``agent_pos``, ``agent_dir``, ``maze_layout``, ``target_color``,
+  ``target_pos``, ``target_vec``, ``targets_pos``, ``targets_vec`` (the official offline-dataset keys).
+  Every variant also returns those state arrays in ``info`` (collection and probes use them).
+- Action: ``Discrete(6)``: noop, forward, left (counter-clockwise), right, forward+left, forward+right.
+- ``terminated`` is always False; ``truncated`` is True at the task's time limit
+  (1000/2000/3000/4000 steps at 4 Hz for 9x9/11x11/13x13/15x15).
+- ``reset(seed=s)`` rebuilds the task exactly as ``memory_maze.tasks.memory_maze_9x9(seed=s)`` does, so the
+  same seed gives the same layout, targets and first frame (and the same episode as the official task built
+  with that seed). ``reset()`` without a seed continues the current task's random streams.
+- ``Top`` renders the top-down camera at ``camera_resolution`` (64 by default, so all variants share the
+  64x64 frame; the official ``-Top`` gym ids use 256).
+
+Speed: ``fast=True`` (default) applies two exact speed-ups, both bit-identical to stock (see the tests):
+the vectorised target activation check of :mod:`envs.activation`, and one reused MuJoCo camera/scene per
+physics instead of allocating a fresh ``MjvScene`` for every frame. ``fast=False`` is stock behaviour.
+
+Rendering: ``MUJOCO_GL`` defaults to ``egl`` (headless; works on CPU through Mesa). A value the user set is
+respected. It must be set before ``dm_control`` is first imported.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import re
+import warnings
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+import gymnasium as gym  # noqa: E402
+import numpy as np  # noqa: E402
+from gymnasium import spaces  # noqa: E402
+
+__all__ = [
+    "ACTION_NAMES",
+    "SIZES",
+    "STATE_KEYS",
+    "MemoryMazeConfig",
+    "MemoryMazeEnv",
+    "RenderingError",
+    "apply_camera_reuse",
+    "import_memory_maze_tasks",
+]
+
+# size -> (maze cells per side, number of targets, episode length in steps at 4 Hz)
+SIZES: dict[str, tuple[int, int, int]] = {
+    "9x9": (9, 3, 1000),
+    "11x11": (11, 4, 2000),
+    "13x13": (13, 5, 3000),
+    "15x15": (15, 6, 4000),
+}
+ACTION_NAMES = ("noop", "forward", "left", "right", "forward_left", "forward_right")
+# State arrays of the official offline dataset besides image/action/reward.
+STATE_KEYS = (
+    "agent_pos", "agent_dir", "maze_layout", "target_color",
+    "target_pos", "target_vec", "targets_pos", "targets_vec",
+)
+_GL_HINT = (
+    "MUJOCO_GL={value!r}. Try MUJOCO_GL=egl (headless; GPU, or CPU through Mesa's EGL), MUJOCO_GL=osmesa "
+    "(software rendering; needs libOSMesa) or MUJOCO_GL=glfw (needs a display). Set it before Python starts "
+    "(or before dm_control is first imported)."
+)
+
+
+class RenderingError(RuntimeError):
+    """MuJoCo rendering could not start; the message lists the MUJOCO_GL backends to try."""
+
+
+@dataclass(frozen=True)
+class MemoryMazeConfig:
+    """Which Memory Maze task to build. ``fast`` enables the exact speed-ups (activation check, camera)."""
+
+    size: str = "9x9"  # 9x9 | 11x11 | 13x13 | 15x15
+    extra_obs: bool = False  # Dict observation with the global state keys (official "ExtraObs")
+    good_visibility: bool = False  # official "Vis": lower walls, targets raised above them
+    top_camera: bool = False  # official "Top": top-down camera instead of first-person
+    camera_resolution: int = 64
+    fast: bool = True
+
+    def __post_init__(self):
+        if self.size not in SIZES:
+            raise ValueError(f"MemoryMazeConfig.size={self.size!r}: expected one of {sorted(SIZES)}")
+        if int(self.camera_resolution) < 16:
+            raise ValueError(f"MemoryMazeConfig.camera_resolution={self.camera_resolution!r}: expected >= 16")
+
+    @property
+    def max_episode_steps(self) -> int:
+        return SIZES[self.size][2]
+
+    @property
+    def n_targets(self) -> int:
+        return SIZES[self.size][1]
+
+
+def import_memory_maze_tasks():
+    """Import ``memory_maze.tasks`` quietly (its package imports the old ``gym``, which prints a notice).
+
+    Raises :class:`RenderingError` naming the backends to try if dm_control's renderer cannot load.
+    """
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
+            warnings.simplefilter("ignore")
+            from memory_maze import tasks
+    except (RuntimeError, ImportError, AttributeError) as e:
+        if _looks_like_gl_error(e):
+            raise RenderingError(
+                f"could not load MuJoCo rendering ({type(e).__name__}: {e}) with "
+                + _GL_HINT.format(value=os.environ.get("MUJOCO_GL"))
+            ) from e
+        raise
+    from absl import logging as absl_logging
+
+    # dm_control warns "Cannot set velocity on Entity with no free joint" on every reset.
+    absl_logging.set_verbosity(absl_logging.ERROR)
+    return tasks
+
+
+# --- exact speed-up 2: reuse one camera (and its MjvScene) per physics ------------------------------------
+_REUSED_CAMERA_CLASS = None
+
+
+def _reused_camera_class():
+    """Subclass of dm_control's ``MJCFCamera`` observable that renders through one persistent Camera."""
+    global _REUSED_CAMERA_CLASS
+    if _REUSED_CAMERA_CLASS is None:
+        from dm_control.composer.observation.observable.mjcf import MJCFCamera
+        from dm_control.mujoco.engine import Camera
+
+        class ReusedMJCFCamera(MJCFCamera):
+            """Stock ``MJCFCamera`` calls ``physics.render``: a new Camera + MjvScene for every frame.
+
+            composer builds observation callables once per compiled physics, so holding one Camera in the
+            closure renders the same pixels (``mjv_updateScene`` rewrites the scene from ``physics.data``)
+            without the allocation. The buffer is copied because the Camera reuses it.
+            """
+
+            def _callable(self, physics):
+                camera = Camera(physics, height=self._height, width=self._width,
+                                camera_id=self._mjcf_element.full_identifier)
+
+                def get_observation():
+                    pixels = camera.render(depth=self._depth, segmentation=self._segmentation,
+                                           scene_option=self._scene_option,
+                                           render_flag_overrides=self._render_flag_overrides)
+                    return np.atleast_3d(pixels).copy()
+
+                return get_observation
+
+        _REUSED_CAMERA_CLASS = ReusedMJCFCamera
+    return _REUSED_CAMERA_CLASS
+
+
+def apply_camera_reuse(task) -> int:
+    """Swap each stock ``MJCFCamera`` observable of a composer ``task`` for the reusing one; returns count."""
+    from dm_control.composer.observation.observable.mjcf import MJCFCamera
+
+    cls = _reused_camera_class()
+    changed = 0
+    for observable in task.observables.values():
+        if type(observable) is MJCFCamera:
+            observable.__class__ = cls
+            changed += 1
+    return changed
+
+
+def _box(shape, low=-np.inf, high=np.inf, dtype=np.float64) -> spaces.Box:
+    return spaces.Box(low=low, high=high, shape=shape, dtype=dtype)
+
+
+class MemoryMazeEnv(gym.Env):
+    """Gymnasium adapter over a ``memory_maze.tasks`` dm_env task (see the module docstring)."""
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 4}
+
+    def __init__(self, config: MemoryMazeConfig | None = None, render_mode: str | None = None, **overrides):
+        config = config or MemoryMazeConfig()
+        if overrides:
+            unknown = set(overrides) - set(asdict(config))
+            if unknown:
+                raise TypeError(f"MemoryMazeEnv got unknown options {sorted(unknown)}; "
+                                f"expected fields of MemoryMazeConfig: {sorted(asdict(config))}")
+            config = replace(config, **overrides)
+        if render_mode not in (None, "rgb_array"):
+            raise ValueError(f"render_mode={render_mode!r}: expected None or 'rgb_array'")
+        self.config = config
+        self.render_mode = render_mode
+        self.max_episode_steps = config.max_episode_steps
+
+        n, k, res = SIZES[config.size][0], config.n_targets, config.camera_resolution
+        image_space = spaces.Box(0, 255, shape=(res, res, 3), dtype=np.uint8)
+        self._state_spaces = {
+            "agent_pos": _box((2,)),
+            "agent_dir": _box((2,)),
+            "maze_layout": spaces.Box(0, 1, shape=(n, n), dtype=np.uint8),
+            "target_color": _box((3,)),
+            "target_pos": _box((2,)),
+            "target_vec": _box((2,)),
+            "targets_pos": _box((k, 2)),
+            "targets_vec": _box((k, 2)),
+        }
+        if config.extra_obs:
+            self.observation_space = spaces.Dict({"image": image_space, **self._state_spaces})
+        else:
+            self.observation_space = image_space
+        self.action_space = spaces.Discrete(len(ACTION_NAMES))
+
+        self._dm = None  # the dm_env task, built on the first reset
+        self._built_seed: int | None = None
+        self._frame: np.ndarray | None = None
+        self._steps = 0
+        self._needs_reset = True
+
+    # --- building ---------------------------------------------------------------------------------------
+    def _build(self, seed: int):
+        tasks = import_memory_maze_tasks()
+        factory = getattr(tasks, f"memory_maze_{self.config.size}")
+        if self._dm is not None:
+            self._dm.close()
+            self._dm = None
+        dm = factory(
+            seed=int(seed),
+            global_observables=True,  # always: collection/probes read the state from `info`
+            image_only_obs=False,
+            good_visibility=self.config.good_visibility,
+            top_camera=self.config.top_camera,
+            camera_resolution=self.config.camera_resolution,
+        )
+        if self.config.fast:
+            from envs.activation import apply_fast_activation
+
+            apply_fast_activation(dm.task)
+            apply_camera_reuse(dm.task)
+        self._dm = dm
+        self._built_seed = int(seed)
+
+    @property
+    def task(self):
+        """The underlying dm_control composer task (after the first reset)."""
+        if self._dm is None:
+            raise RuntimeError("MemoryMazeEnv: call reset() before accessing the task")
+        return self._dm.task
+
+    @property
+    def physics(self):
+        if self._dm is None:
+            raise RuntimeError("MemoryMazeEnv: call reset() before accessing the physics")
+        return self._dm.physics
+
+    # --- gymnasium API ----------------------------------------------------------------------------------
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        if seed is not None:
+            self._build(seed)
+        elif self._dm is None:
+            self._build(int(self.np_random.integers(2**31 - 1)))
+        try:
+            ts = self._dm.reset()  # renders the first frame
+        except Exception as e:
+            if _looks_like_gl_error(e):
+                raise RenderingError(
+                    f"MuJoCo rendering failed on the first frame ({type(e).__name__}: {e}) with "
+                    + _GL_HINT.format(value=os.environ.get("MUJOCO_GL"))
+                ) from e
+            raise
+        self._steps = 0
+        self._needs_reset = False
+        obs, info = self._convert(ts.observation)
+        return obs, info
+
+    def step(self, action):
+        if self._needs_reset:
+            raise RuntimeError("MemoryMazeEnv.step() called before reset() or after the episode was "
+                               "truncated; call reset() first")
+        a = _as_action(action)
+        ts = self._dm.step(a)
+        self._steps += 1
+        truncated = bool(ts.last())
+        if truncated:
+            self._needs_reset = True
+        obs, info = self._convert(ts.observation)
+        return obs, float(ts.reward), False, truncated, info
+
+    def render(self):
+        if self._frame is None:
+            raise RuntimeError("MemoryMazeEnv.render() called before reset()")
+        return self._frame.copy()
+
+    def close(self):
+        if self._dm is not None:
+            self._dm.close()
+            self._dm = None
+        self._frame = None
+        self._needs_reset = True
+
+    # --- helpers ----------------------------------------------------------------------------------------
+    def _convert(self, dm_obs: dict):
+        image = np.ascontiguousarray(dm_obs["image"], dtype=np.uint8)  # (H,W,3)
+        self._frame = image
+        state = {key: np.array(dm_obs[key], dtype=self._state_spaces[key].dtype) for key in STATE_KEYS}
+        info = dict(state)
+        info["step"] = self._steps
+        if self.config.extra_obs:
+            return {"image": image.copy(), **state}, info
+        return image.copy(), info
+
+
+def _as_action(action) -> int:
+    arr = np.asarray(action)
+    if arr.shape != () or not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(f"action={action!r}: expected an integer in [0, {len(ACTION_NAMES)})")
+    a = int(arr)
+    if not 0 <= a < len(ACTION_NAMES):
+        raise ValueError(f"action={a}: expected an integer in [0, {len(ACTION_NAMES)}) "
+                         f"({', '.join(ACTION_NAMES)})")
+    return a
+
+
+_GL_WORDS = re.compile(r"opengl|\begl\b|osmesa|glfw|mujoco_gl|glgeterror|mjr_\w+|gl context|pyopengl", re.I)
+
+
+def _looks_like_gl_error(e: BaseException) -> bool:
+    return bool(_GL_WORDS.search(f"{type(e).__name__} {e}"))

@@ -1,0 +1,266 @@
+"""Scripted data-collection policies for Memory Maze.
+
+All policies read the global state that :class:`envs.memory_maze.MemoryMazeEnv` returns in ``info``
+(``maze_layout`` indexed ``[y][x]`` with 1 = free, row 0 at the bottom; ``agent_pos`` = (x, y) in cell units,
+cell centres at .5; ``agent_dir`` = unit heading (dx, dy)). Actions: 0 noop, 1 forward, 2 left (turns
+counter-clockwise, ~18 degrees a step), 3 right, 4 forward+left, 5 forward+right.
+
+- ``explore`` (:class:`ExplorePolicy`): the offline-dataset recipe. Pick a random free cell, walk to it along
+  a BFS shortest path over the cell grid, pick another; with probability ``noise`` take a random action.
+  Random goals make the agent cross its own path, so episodes revisit places.
+- ``random`` (:class:`RandomPolicy`): uniform random actions.
+- ``revisit`` (:class:`RevisitPolicy`): explore for ``out_steps`` steps (phase 0), then retrace the sequence
+  of cells it visited, in reverse, back to the cell it started from (phase 1, no noise); then a new cycle.
+  The return half passes back through the places of the outward half: the retrieval benchmark's setting.
+
+Every policy has ``reset(info, rng)``, ``act(info) -> int`` and ``phase`` (int; always 0 except for
+``revisit``). Policies are deterministic given the ``numpy.random.Generator`` passed to ``reset``.
+"""
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = [
+    "POLICIES",
+    "ExplorePolicy",
+    "Navigator",
+    "RandomPolicy",
+    "RevisitPolicy",
+    "bfs_path",
+    "cell_of",
+    "make_policy",
+]
+
+NOOP, FORWARD, LEFT, RIGHT, FORWARD_LEFT, FORWARD_RIGHT = range(6)
+N_ACTIONS = 6
+
+Cell = tuple[int, int]  # (x, y)
+
+
+def cell_of(pos, layout: np.ndarray) -> Cell:
+    """The (x, y) cell containing ``pos`` (clipped into the maze)."""
+    h, w = layout.shape
+    return (int(np.clip(np.floor(pos[0]), 0, w - 1)), int(np.clip(np.floor(pos[1]), 0, h - 1)))
+
+
+def bfs_path(layout: np.ndarray, start: Cell, goal: Cell) -> list[Cell] | None:
+    """Shortest 4-connected path of free cells from ``start`` to ``goal`` (both included); None if none."""
+    h, w = layout.shape
+    if start == goal:
+        return [start]
+    parent: dict[Cell, Cell | None] = {start: None}
+    queue = deque([start])
+    while queue:
+        x, y = queue.popleft()
+        for dx, dy in ((1, 0), (-1, 0), (0, 1), (0, -1)):
+            nxt = (x + dx, y + dy)
+            if nxt in parent or not (0 <= nxt[0] < w and 0 <= nxt[1] < h) or not layout[nxt[1], nxt[0]]:
+                continue
+            parent[nxt] = (x, y)
+            if nxt == goal:
+                path = [nxt]
+                while parent[path[-1]] is not None:
+                    path.append(parent[path[-1]])
+                return path[::-1]
+            queue.append(nxt)
+    return None
+
+
+def _wrap(angle: float) -> float:
+    return (angle + np.pi) % (2 * np.pi) - np.pi
+
+
+@dataclass(frozen=True)
+class NavigatorConfig:
+    """Steering thresholds (radians / cells) for walking between cell centres."""
+
+    turn_in_place: float = np.radians(40)  # heading error above which the agent only turns
+    turn_while_moving: float = np.radians(12)  # above this it moves forward while turning
+    reach: float = 0.3  # distance to a cell centre that counts as arrived
+    off_axis: float = 0.3  # lateral offset from the corridor axis that sends the agent to its cell centre
+    stuck_steps: int = 8  # steps without progress before a short random escape
+    escape_steps: int = 3
+
+
+class Navigator:
+    """Walks the agent to a goal cell along BFS paths; replans from the current cell every step."""
+
+    def __init__(self, config: NavigatorConfig = NavigatorConfig()):
+        self.config = config
+        self.goal: Cell | None = None
+        self._last_pos = None
+        self._still = 0
+        self._escape = 0
+
+    def set_goal(self, goal: Cell):
+        self.goal = goal
+
+    def arrived(self, info) -> bool:
+        if self.goal is None:
+            return True
+        pos = np.asarray(info["agent_pos"], dtype=np.float64)
+        centre = np.array(self.goal, dtype=np.float64) + 0.5
+        in_cell = cell_of(pos, info["maze_layout"]) == self.goal
+        return in_cell and np.linalg.norm(pos - centre) < self.config.reach
+
+    def act(self, info, rng: np.random.Generator) -> int:
+        cfg = self.config
+        layout = np.asarray(info["maze_layout"])
+        pos = np.asarray(info["agent_pos"], dtype=np.float64)
+        heading = np.asarray(info["agent_dir"], dtype=np.float64)
+
+        # stuck detection: no movement for a while -> a few random actions
+        if self._last_pos is not None and np.linalg.norm(pos - self._last_pos) < 0.01:
+            self._still += 1
+        else:
+            self._still = 0
+        self._last_pos = pos
+        if self._escape > 0:
+            self._escape -= 1
+            return int(rng.integers(N_ACTIONS))
+        if self._still >= cfg.stuck_steps:
+            self._still = 0
+            self._escape = cfg.escape_steps - 1
+            return int(rng.integers(N_ACTIONS))
+
+        here = cell_of(pos, layout)
+        goal = self.goal if self.goal is not None else here
+        path = bfs_path(layout, here, goal) or [here]
+        centre = np.array(here, dtype=np.float64) + 0.5
+        if len(path) == 1:
+            target = centre
+        else:
+            nxt = np.array(path[1], dtype=np.float64) + 0.5
+            axis = nxt - centre  # unit vector along the corridor between the two cells
+            offset = pos - centre
+            lateral = abs(offset[0] * axis[1] - offset[1] * axis[0])
+            target = centre if lateral > cfg.off_axis else nxt
+        delta = target - pos
+        if np.linalg.norm(delta) < 0.05:
+            return NOOP
+        error = _wrap(np.arctan2(delta[1], delta[0]) - np.arctan2(heading[1], heading[0]))
+        if abs(error) > cfg.turn_in_place:
+            return LEFT if error > 0 else RIGHT
+        if abs(error) > cfg.turn_while_moving:
+            return FORWARD_LEFT if error > 0 else FORWARD_RIGHT
+        return FORWARD
+
+
+def _free_cells(layout: np.ndarray) -> list[Cell]:
+    ys, xs = np.nonzero(np.asarray(layout))
+    return [(int(x), int(y)) for x, y in zip(xs, ys)]
+
+
+class RandomPolicy:
+    """Uniform random actions."""
+
+    name = "random"
+    phase = 0
+
+    def reset(self, info, rng: np.random.Generator):
+        self.rng = rng
+
+    def act(self, info) -> int:
+        return int(self.rng.integers(N_ACTIONS))
+
+
+class ExplorePolicy:
+    """BFS walks to random free cells under action noise (the offline-dataset recipe)."""
+
+    name = "explore"
+    phase = 0
+
+    def __init__(self, noise: float = 0.1):
+        if not 0.0 <= noise <= 1.0:
+            raise ValueError(f"noise={noise!r}: expected a probability in [0, 1]")
+        self.noise = noise
+
+    def reset(self, info, rng: np.random.Generator):
+        self.rng = rng
+        self.nav = Navigator()
+        self._new_goal(info)
+
+    def _new_goal(self, info):
+        layout = np.asarray(info["maze_layout"])
+        here = cell_of(info["agent_pos"], layout)
+        reachable = [c for c in _free_cells(layout) if c != here and bfs_path(layout, here, c) is not None]
+        if not reachable:
+            reachable = [here]
+        self.nav.set_goal(reachable[int(self.rng.integers(len(reachable)))])
+
+    def act(self, info) -> int:
+        if self.nav.arrived(info):
+            self._new_goal(info)
+        action = self.nav.act(info, self.rng)
+        if self.rng.random() < self.noise:
+            return int(self.rng.integers(N_ACTIONS))
+        return action
+
+
+class RevisitPolicy:
+    """Explore ``out_steps`` steps (phase 0), then retrace the visited cells back to the start (phase 1)."""
+
+    name = "revisit"
+
+    def __init__(self, out_steps: int = 250, noise: float = 0.1):
+        if out_steps < 1:
+            raise ValueError(f"out_steps={out_steps!r}: expected >= 1")
+        self.out_steps = int(out_steps)
+        self.explore = ExplorePolicy(noise=noise)
+
+    def reset(self, info, rng: np.random.Generator):
+        self.rng = rng
+        self.explore.reset(info, rng)
+        self._start_cycle(info)
+
+    def _start_cycle(self, info):
+        self.phase = 0
+        self._t = 0
+        self._trail: list[Cell] = [cell_of(info["agent_pos"], info["maze_layout"])]
+        self._back: list[Cell] = []
+        self._nav = Navigator()
+
+    def _record(self, info):
+        here = cell_of(info["agent_pos"], info["maze_layout"])
+        if here != self._trail[-1]:
+            self._trail.append(here)
+
+    def act(self, info) -> int:
+        if self.phase == 0:
+            self._record(info)
+            if self._t >= self.out_steps:
+                # retrace: the outward cells in reverse, ending at the cell the cycle started in
+                self.phase = 1
+                self._back = self._trail[::-1][1:] or [self._trail[0]]
+                self._nav.set_goal(self._back[0])
+            else:
+                self._t += 1
+                return self.explore.act(info)
+        # phase 1: follow the trail back; pop waypoints as they are reached
+        while self._back and self._nav.arrived(info):
+            self._back.pop(0)
+            if self._back:
+                self._nav.set_goal(self._back[0])
+        if not self._back:
+            self.explore.reset(info, self.rng)
+            self._start_cycle(info)
+            return self.act(info)
+        return self._nav.act(info, self.rng)
+
+
+POLICIES = ("explore", "random", "revisit")
+
+
+def make_policy(name: str, *, steps: int | None = None, noise: float = 0.1, revisit_steps: int | None = None):
+    """Build a policy by name. ``revisit`` walks out for ``revisit_steps`` (default: half of ``steps``)."""
+    if name == "explore":
+        return ExplorePolicy(noise=noise)
+    if name == "random":
+        return RandomPolicy()
+    if name == "revisit":
+        out = revisit_steps if revisit_steps is not None else max(1, (steps or 500) // 2)
+        return RevisitPolicy(out_steps=out, noise=noise)
+    raise ValueError(f"unknown policy {name!r}: expected one of {', '.join(POLICIES)}")
