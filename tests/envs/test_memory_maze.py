@@ -56,25 +56,33 @@ def test_check_env_passes_variants(env_id):
     env.close()
 
 
+def _seeded_run(env, seed, actions=(1, 1, 2, 1, 5)):
+    obs, _ = env.reset(seed=seed)
+    out = [obs]
+    for a in actions:
+        out.append(env.step(a)[0])
+    return {k: np.stack([o[k] for o in out]) for k in out[0]}
+
+
 def test_same_seed_same_layout_and_first_frame():
-    """reset(seed) reproduces layout and first frame, matches the official task built with that seed."""
+    """reset(seed) reproduces layout, frames and targets, and equals the official task with that seed."""
     env = MemoryMazeEnv(extra_obs=True)
-    obs_a, info_a = env.reset(seed=7)
-    env.step(1)
-    obs_b, _ = env.reset(seed=7)
-    np.testing.assert_array_equal(obs_a["image"], obs_b["image"])
-    np.testing.assert_array_equal(obs_a["maze_layout"], obs_b["maze_layout"])
-    np.testing.assert_array_equal(obs_a["targets_pos"], obs_b["targets_pos"])
-    obs_c, _ = env.reset(seed=8)
-    assert not np.array_equal(obs_a["maze_layout"], obs_c["maze_layout"])
-    obs_d, _ = env.reset()  # unseeded: the next maze of seed 8's stream, not a repeat
-    assert not np.array_equal(obs_c["maze_layout"], obs_d["maze_layout"])
+    run_a = _seeded_run(env, 7)  # first reset: builds the task
+    run_c = _seeded_run(env, 8)  # later seeded resets reseed the built task in place
+    run_b = _seeded_run(env, 7)
+    for k in run_a:
+        np.testing.assert_array_equal(run_a[k], run_b[k])
+    assert not np.array_equal(run_a["maze_layout"][0], run_c["maze_layout"][0])
+    obs_d, _ = env.reset()  # unseeded: the next maze of seed 7's stream, not a repeat
+    assert not np.array_equal(run_a["maze_layout"][0], obs_d["maze_layout"])
     env.close()
 
-    official = import_memory_maze_tasks().memory_maze_9x9(seed=7, global_observables=True)
+    official = import_memory_maze_tasks().memory_maze_9x9(seed=8, global_observables=True)
     first = official.reset().observation
-    np.testing.assert_array_equal(first["image"], obs_a["image"])
-    np.testing.assert_array_equal(first["maze_layout"], obs_a["maze_layout"])
+    frames = [first["image"]] + [official.step(a).observation["image"] for a in (1, 1, 2, 1, 5)]
+    np.testing.assert_array_equal(np.stack(frames), run_c["image"])
+    np.testing.assert_array_equal(first["maze_layout"], run_c["maze_layout"][0])
+    np.testing.assert_array_equal(first["targets_pos"], run_c["targets_pos"][0])
     official.close()
 
 
