@@ -303,25 +303,28 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m envs.collect",
         description="Collect real Memory Maze episodes (one .npz per episode, official offline-dataset keys) "
                     "with N worker processes. Re-running the same command resumes.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--env", default=d.env,
-                   help="Gymnasium id, longdream/MemoryMaze-{9x9,11x11,13x13,15x15}[-ExtraObs|-Vis|-Top]-v0")
-    p.add_argument("--episodes", type=int, default=d.episodes, help="number of episodes (indices 0..N-1)")
+                   help="Gymnasium id, longdream/MemoryMaze-{9x9,11x11,13x13,15x15}[-ExtraObs|-Vis|-Top]-v0 "
+                        f"(default: {d.env})")
+    p.add_argument("--episodes", type=int, default=d.episodes,
+                   help=f"number of episodes, indices 0..N-1 (default: {d.episodes})")
     p.add_argument("--steps", type=int, default=None,
-                   help="actions per episode (default: the task's full length)")
-    p.add_argument("--out", default=d.out, help="output folder")
-    p.add_argument("--workers", type=int, default=d.workers, help="worker processes")
-    p.add_argument("--seed", type=int, default=d.seed, help="episode i uses env seed SEED+i")
+                   help="actions per episode (default: the task's full length, 1000 for 9x9)")
+    p.add_argument("--out", default=d.out, help=f"output folder (default: {d.out})")
+    p.add_argument("--workers", type=int, default=d.workers, help=f"worker processes (default: {d.workers})")
+    p.add_argument("--seed", type=int, default=d.seed,
+                   help=f"episode i uses env seed SEED+i (default: {d.seed})")
     p.add_argument("--policy", default=d.policy, choices=["explore", "random", "revisit"],
                    help="explore: BFS walks to random cells with action noise; random; "
-                        "revisit: walk out, then retrace the path back")
+                        f"revisit: walk out, then retrace the path back (default: {d.policy})")
     p.add_argument("--noise", type=float, default=d.noise,
-                   help="probability of a random action (explore/revisit)")
+                   help=f"probability of a random action, explore/revisit (default: {d.noise})")
     p.add_argument("--revisit-steps", type=int, default=None,
                    help="revisit: outward steps before retracing (default: half of --steps)")
     p.add_argument("--no-fast", dest="fast", action="store_false",
-                   help="use stock dm_control code (no vectorised activation check / camera reuse)")
+                   help="use stock dm_control code (default: the exact vectorised activation check and "
+                        "camera reuse)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
