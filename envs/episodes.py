@@ -180,7 +180,20 @@ def episode_length(path) -> int:
 def check_episode(path, data: dict[str, np.ndarray]) -> int:
     """Full validation of loaded arrays (shapes, dtypes, one-hot actions, finite values); returns T+1."""
     n = _check_shapes(path, {k: (np.shape(v), np.asarray(v).dtype) for k, v in data.items()})
+    _check_values(path, data)
+    return n
+
+
+def _check_values(path, data: dict[str, np.ndarray]) -> None:
+    """Value checks on whichever arrays are present: one-hot actions, finite floats."""
+    for key, value in data.items():
+        value = np.asarray(value)
+        if np.issubdtype(value.dtype, np.floating) and not np.all(np.isfinite(value)):
+            raise EpisodeError(path, f"'{key}' has non-finite values (NaN or inf)")
+    if "action" not in data:
+        return
     action = np.asarray(data["action"])
+    n = len(action)
     if not np.all((action == 0) | (action == 1)):
         bad = int(np.argwhere(~((action == 0) | (action == 1)))[0, 0])
         raise EpisodeError(path, f"'action' row {bad} is not one-hot: {action[bad].tolist()}")
@@ -188,13 +201,8 @@ def check_episode(path, data: dict[str, np.ndarray]) -> int:
     if n > 1 and not np.all(sums[1:] == 1):
         bad = int(np.argwhere(sums[1:] != 1)[0, 0]) + 1
         raise EpisodeError(path, f"'action' row {bad} is not one-hot: {action[bad].tolist()}")
-    if sums[0] > 1:
+    if n and sums[0] > 1:
         raise EpisodeError(path, f"'action' row 0 is not one-hot or zero: {action[0].tolist()}")
-    for key, value in data.items():
-        value = np.asarray(value)
-        if np.issubdtype(value.dtype, np.floating) and not np.all(np.isfinite(value)):
-            raise EpisodeError(path, f"'{key}' has non-finite values (NaN or inf)")
-    return n
 
 
 def load_episode(path, keys: Iterable[str] | None = None) -> dict[str, np.ndarray]:
@@ -219,7 +227,7 @@ def load_episode(path, keys: Iterable[str] | None = None) -> dict[str, np.ndarra
     except _READ_ERRORS as e:
         raise EpisodeError(path, f"cannot decode the arrays (corrupt or truncated?): "
                                  f"{type(e).__name__}: {e}") from e
-    check_episode(path, data)
+    _check_values(path, data)
     return data
 
 

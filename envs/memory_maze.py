@@ -345,7 +345,7 @@ class MemoryMazeEnv(gym.Env):
         image = np.ascontiguousarray(dm_obs["image"], dtype=np.uint8)  # (H,W,3)
         self._frame = image
         state = {key: np.array(dm_obs[key], dtype=self._state_spaces[key].dtype) for key in STATE_KEYS}
-        info = dict(state)
+        info = {key: value.copy() for key, value in state.items()}
         info["step"] = self._steps
         if self.config.extra_obs:
             return {"image": image.copy(), **state}, info

@@ -66,6 +66,10 @@ def test_save_and_load_round_trip(tmp_path):
         np.testing.assert_array_equal(back[k], data[k])
         assert back[k].dtype == data[k].dtype
     assert episode_length(path) == 16
+    only = load_episode(path, keys=["image", "agent_pos"])
+    assert sorted(only) == ["agent_pos", "image"]
+    with pytest.raises(EpisodeError, match=r"ep_00000\.npz: missing key\(s\) \['phase'\]"):
+        load_episode(path, keys=["phase"])
 
 
 def test_official_style_file_loads(tmp_path):
