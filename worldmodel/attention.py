@@ -149,32 +149,35 @@ def _pad_frames(x: torch.Tensor, before: int, after: int) -> torch.Tensor:
 
 
 def _banded(q, k, v, mode, chunk, window, f: int, lookback: int) -> torch.Tensor:
-    """Queries of block i (frames i*f .. i*f+f-1) against key frames i*f - lookback .. i*f+f-1, all blocks
-    batched (in groups that fit the score budget). Linear in T."""
+    """Queries of block i (frames i*f .. i*f+f-1) against the key frames of blocks i-m .. i, m = ceil(lookback
+    / f), all blocks batched (in groups that fit the score budget); the mask drops what the mode forbids.
+    Linear in T."""
     B, T, S, H, d = q.shape
-    n = -(-T // f)  # blocks
+    n = -(-T // f)  # query blocks
+    m = -(-lookback // f)  # earlier blocks each query block looks at
+    w = (m + 1) * f  # key frames per query block
     Tp = n * f
-    w = lookback + f  # key frames per block
-    qp = _pad_frames(q, 0, Tp - T)  # (B, Tp, S, H, d)
-    kp = _pad_frames(k, lookback, Tp - T)  # (B, lookback + Tp, S, H, d); kp frame j = frame j - lookback
-    vp = _pad_frames(v, lookback, Tp - T)
-    kw = kp.unfold(1, w, f)  # (B, n, S, H, d, w): block i sees kp frames [i f, i f + w)
-    vw = vp.unfold(1, w, f)
+    qb = rearrange(_pad_frames(q, 0, Tp - T), "b (n f) s h d -> b n f s h d", f=f)
+    # key block j of kb/vb is frame block j - m (m zero blocks in front, zero frames at the end)
+    kb = rearrange(_pad_frames(k, m * f, Tp - T), "b (n f) s h d -> b n f s h d", f=f)  # (B, m+n, f, S, H, d)
+    vb = rearrange(_pad_frames(v, m * f, Tp - T), "b (n f) s h d -> b n f s h d", f=f)
     dev = q.device
     qf = torch.arange(Tp, device=dev).view(n, f)  # (n, f) global query frames
-    kf = torch.arange(n, device=dev)[:, None] * f - lookback + torch.arange(w, device=dev)[None, :]  # (n, w)
+    kf = (torch.arange(n, device=dev)[:, None] - m) * f + torch.arange(w, device=dev)[None, :]  # (n, w)
     ok = allowed_frames(qf[:, :, None], kf[:, None, :], mode, chunk, window)  # (n, f, w)
     # padded key frames are invisible; a padded query frame sees itself (no empty rows -> no NaN)
     ok = ok & ((kf[:, None, :] < T) | (kf[:, None, :] == qf[:, :, None]))
-    G = max(1, min(n, _SCORE_BUDGET // max(1, B * H * f * S * w * S)))  # blocks per group
+    G = max(1, min(n, _SCORE_BUDGET // max(1, B * H * f * S * w * S)))  # query blocks per group
     outs = []
     for g0 in range(0, n, G):
         g1 = min(n, g0 + G)
-        qq = rearrange(qp[:, g0 * f : g1 * f], "b (g f) s h d -> (b g) h (f s) d", f=f)
-        kk = rearrange(kw[:, g0:g1], "b g s h d w -> (b g) h (w s) d")
-        vv = rearrange(vw[:, g0:g1], "b g s h d w -> (b g) h (w s) d")
-        m = repeat(ok[g0:g1], "g f w -> (b g) 1 (f s) (w r)", b=B, s=S, r=S)
-        o = F.scaled_dot_product_attention(qq, kk, vv, attn_mask=m)  # ((b g), h, f s, d)
+        qq = rearrange(qb[:, g0:g1], "b g f s h d -> (b g) h (f s) d")
+        kk = torch.cat([kb[:, g0 + j : g1 + j] for j in range(m + 1)], dim=2)  # (B, g, w, S, H, d)
+        vv = torch.cat([vb[:, g0 + j : g1 + j] for j in range(m + 1)], dim=2)
+        kk = rearrange(kk, "b g w s h d -> (b g) h (w s) d")
+        vv = rearrange(vv, "b g w s h d -> (b g) h (w s) d")
+        mask = repeat(ok[g0:g1], "g f w -> (b g) 1 (f s) (w r)", b=B, s=S, r=S)
+        o = F.scaled_dot_product_attention(qq, kk, vv, attn_mask=mask)  # ((b g), h, f s, d)
         outs.append(rearrange(o, "(b g) h (f s) d -> b (g f) s h d", b=B, s=S))
     return torch.cat(outs, dim=1)[:, :T]
 
@@ -318,9 +321,10 @@ class FrameAttention(nn.Module):
         K = self.cache_frames
         if K is None:
             kc, vc = k, v
-        else:  # the last K frames, zero-padded in front when T < K (exactly what K steps would leave)
-            kc = _pad_frames(k, max(0, K - T), 0)[:, -K:] if K > 0 else k[:, :0]
-            vc = _pad_frames(v, max(0, K - T), 0)[:, -K:] if K > 0 else v[:, :0]
+        else:  # the last K frames, zero-padded in front when T < K (exactly what T steps would leave);
+            # cloned so the cache does not pin the whole sequence's keys in memory
+            kc = _pad_frames(k, max(0, K - T), 0)[:, k.shape[1] + max(0, K - T) - K :].clone()
+            vc = _pad_frames(v, max(0, K - T), 0)[:, v.shape[1] + max(0, K - T) - K :].clone()
         t = torch.full((B,), T, device=x.device, dtype=torch.long)
         return y, {"k": kc, "v": vc, "t": t}
 

@@ -92,7 +92,7 @@ class BackboneConfig:
     headdim: int = 32  # SSM head dim p
     expand: int = 2  # SSM inner width = expand * dim
     d_conv: int = 4  # SSM causal conv taps
-    chunk_size: int = 64  # SSD chunk length (tokens)
+    chunk_size: int = 32  # SSD chunk length (tokens; 32-64 suit a CPU, the GPU kernel likes 128-256)
     block_sizes: tuple[tuple[int, int], ...] = ()  # (bh, bw) in TOKENS per layer: depth, 1 (all) or 0 (frame)
     attn: str = "local"  # "local" chunk-causal frame-local | "causal" full | "window" last W frames | "none"
     attn_chunk: int = 5  # frames per chunk of "local" (window = 2 chunks)
@@ -180,7 +180,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(dim=32, depth=2, heads=2, mlp_ratio=2.0, d_state=8, headdim=16, expand=2, d_conv=4,
                  chunk_size=16, block_cycle=((1, 1), (2, 2))),
     "cpu": dict(dim=128, depth=6, heads=4, mlp_ratio=4.0, d_state=16, headdim=32, expand=2, d_conv=4,
-                chunk_size=64, block_cycle=((2, 2), (4, 4))),
+                chunk_size=32, block_cycle=((2, 2), (4, 4))),
     "paper": dict(dim=768, depth=12, heads=12, mlp_ratio=4.0, d_state=64, headdim=64, expand=2, d_conv=4,
                   chunk_size=128, block_cycle=((2, 2), (4, 4), (8, 8))),
 }
@@ -322,7 +322,7 @@ def state_nbytes(state: Any) -> int:
 
 
 def _modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
-    return x * (1 + scale) + shift
+    return torch.addcmul(shift, x, 1 + scale)  # x * (1 + scale) + shift in one pass
 
 
 def _norm(x: Tensor) -> Tensor:
@@ -388,7 +388,7 @@ class _Layer(nn.Module):
             if cfg.attn != "none" else None
         )
         hidden = int(round(cfg.mlp_ratio * D))
-        self.mlp = nn.Sequential(nn.Linear(D, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, D))
+        self.mlp = nn.Sequential(nn.Linear(D, hidden), nn.GELU(), nn.Linear(hidden, D))
         self.subs = [n for n, m in (("ssm", self.ssm), ("attn", self.attn)) if m is not None] + ["mlp"]
         self.ada = nn.Linear(D, 3 * len(self.subs) * D)  # on silu(cond); zero-init: starts as identity
         nn.init.zeros_(self.ada.weight)
@@ -407,7 +407,7 @@ class _Layer(nn.Module):
                 y, new["attn"] = attn_fn(x)
             else:
                 y = self.mlp(x)
-            h = h + gate * y
+            h = torch.addcmul(h, gate, y)  # h + gate * y
         return h, new
 
     def forward(self, h: Tensor, cond: Tensor, return_state: bool = False) -> tuple[Tensor, State]:
@@ -556,6 +556,9 @@ class Backbone(nn.Module):
         """One frame: x_t (B, C, h, w), action_t (B,) or (B, A), noise_t (B,) -> (out_t (B, C, h, w),
         feat_t (B, D), new_state). Pure: ``state`` is not modified, so it can be reused (denoising steps)."""
         self._check(x_t, action_t, noise_t, "step", frames=False)
+        if state["t"].shape[0] != x_t.shape[0]:
+            raise ValueError(f"Backbone.step: the state holds {state['t'].shape[0]} streams, x_t has batch "
+                             f"{x_t.shape[0]} (make the state with init_state/prefill of that batch)")
         h, cond = self._embed(x_t[:, None], action_t[:, None], noise_t[:, None])  # (B, 1, S, D), (B, 1, D)
         h, cond = h[:, 0], cond[:, 0]
         new_layers = []

@@ -120,8 +120,7 @@ class Mamba2(nn.Module):
 
     def _gate_norm_out(self, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """Gated RMSNorm (norm(y * silu(z)) * w, mamba2's norm_before_gate=False) then out_proj."""
-        y = y * F.silu(z)
-        y = y * torch.rsqrt(y.float().pow(2).mean(-1, keepdim=True) + 1e-5).to(y.dtype) * self.norm_weight
+        y = F.rms_norm(y * F.silu(z), (y.shape[-1],), self.norm_weight.to(y.dtype), eps=1e-5)
         return self.out_proj(y)
 
     # ---------------------------------------------------------------------------------------- forward
@@ -142,7 +141,7 @@ class Mamba2(nn.Module):
         # 1. causal depthwise conv over time, continuing from the carried last k-1 inputs
         xbc_t = rearrange(xbc, "b l c -> b c l")
         xpad = torch.cat([state["conv"].to(xbc_t.dtype), xbc_t], dim=-1)  # (b, c, k - 1 + l)
-        new_conv = xpad[..., xpad.shape[-1] - (cfg.d_conv - 1) :]  # (b, c, k - 1)
+        new_conv = xpad[..., xpad.shape[-1] - (cfg.d_conv - 1) :].clone()  # (b, c, k - 1), not a view of xpad
         xbc = F.conv1d(xpad, self.conv_weight, self.conv_bias, groups=cfg.conv_dim)  # (b, c, l)
         xbc = F.silu(rearrange(xbc, "b c l -> b l c"))
         x, B, C = self._split_xbc(xbc)

@@ -5,13 +5,13 @@ The recurrence (per batch b, head h; state is a headdim x d_state matrix):
     state_t = exp(dt_t * A) * state_{t-1} + (dt_t * x_t) outer B_t
     y_t     = state_t @ C_t
 
-Three implementations with one argument convention, mamba-ssm's (so its Triton kernel drops in):
+Three implementations and a dispatcher, with mamba-ssm's argument convention (so its Triton kernel drops in):
 
 * ``ssd_ref``      the plain sequential recurrence: the reference (O(L) Python steps).
 * ``ssd_step``     one recurrent update (what streaming generation uses for single-token sequences).
 * ``ssd_chunked``  the chunked matmul ("dual") form: quadratic attention-like products inside chunks of
-                   ``chunk_size`` tokens, a linear recurrence between chunks. Same result, a few batched
-                   matmuls instead of L Python steps.
+                   ``chunk_size`` tokens (32-64 suit a CPU), a linear recurrence between chunks. Same result,
+                   a few batched matmuls instead of L Python steps.
 * ``ssd``          dispatcher: mamba-ssm's ``mamba_chunk_scan_combined`` when it imports and the tensors are
                    on CUDA, else ``ssd_chunked``.
 
@@ -30,7 +30,7 @@ import contextlib
 
 import torch
 import torch.nn.functional as F
-from einops import rearrange, repeat
+from einops import rearrange
 
 __all__ = ["ssd", "ssd_chunked", "ssd_ref", "ssd_step", "has_mamba_kernel"]
 
@@ -125,20 +125,6 @@ def ssd_ref(x, dt, A, B, C, initial_states=None):
 # ----------------------------------------------------------------------------------------------- chunked
 
 
-def _segsum(a: torch.Tensor) -> torch.Tensor:
-    """a (..., T) -> (..., T, T): out[..., i, j] = a[j+1] + ... + a[i] for i >= j, -inf above the diagonal.
-
-    Built by a masked cumsum (not a difference of cumsums), so it stays exact-ish for long chunks.
-    """
-    T = a.shape[-1]
-    a = repeat(a, "... i -> ... i j", j=T)  # a[..., i, j] = a[i]
-    strict = torch.tril(torch.ones(T, T, dtype=torch.bool, device=a.device), diagonal=-1)  # i > j
-    a = a.masked_fill(~strict, 0.0)
-    s = torch.cumsum(a, dim=-2)  # s[i, j] = sum_{j < k <= i} a[k]
-    lower = torch.tril(torch.ones(T, T, dtype=torch.bool, device=a.device), diagonal=0)
-    return s.masked_fill(~lower, float("-inf"))
-
-
 def ssd_chunked(x, dt, A, B, C, chunk_size, initial_states=None):
     """Chunked SSD (Mamba2's dual form) in pure PyTorch. Same contract as ``ssd_ref``; any length works
     (the tail is padded with dt = 0, which neither decays nor writes the state, so the final state is exact).
@@ -158,40 +144,41 @@ def ssd_chunked(x, dt, A, B, C, chunk_size, initial_states=None):
             dt = F.pad(dt, (0, 0, 0, pad))
             B = F.pad(B, (0, 0, 0, 0, 0, pad))
             C = F.pad(C, (0, 0, 0, 0, 0, pad))
-        Bh, Ch = _heads(B, h), _heads(C, h)  # (b, L, h, n)
-        x = rearrange(x, "b (c k) h p -> b c k h p", k=k)
-        Bh = rearrange(Bh, "b (c k) h n -> b c k h n", k=k)
-        Ch = rearrange(Ch, "b (c k) h n -> b c k h n", k=k)
-        dt = rearrange(dt, "b (c k) h -> b h c k", k=k)
-        dA = dt * A[None, :, None, None]  # (b, h, c, k) log-decay per token
+        # one layout for everything below: (b, h, c, k, .), so every contraction is a batched matmul
+        xdt = rearrange(x * dt[..., None], "b (c k) h p -> b h c k p", k=k)  # input scaled by dt
+        Bh = rearrange(_heads(B, h), "b (c k) h n -> b h c k n", k=k)
+        Ch = rearrange(_heads(C, h), "b (c k) h n -> b h c k n", k=k)
+        dA = rearrange(dt * A, "b (c k) h -> b h c k", k=k)  # log-decay of every token
         dA_cs = torch.cumsum(dA, dim=-1)  # (b, h, c, k)
-        xdt = x * rearrange(dt, "b h c k -> b c k h")[..., None]  # (b, c, k, h, p) input scaled by dt
 
-        # 1. Inside each chunk (diagonal blocks): y_k = sum_{s<=k} (C_k . B_s) exp(dA_{s+1..k}) dt_s x_s
-        decay_in = torch.exp(_segsum(dA))  # (b, h, c, k, s)
-        scores = torch.einsum("bckhn,bcshn->bhcks", Ch, Bh) * decay_in  # (b, h, c, k, s)
-        y_diag = torch.einsum("bhcks,bcshp->bckhp", scores, xdt)  # (b, c, k, h, p)
+        # 1. Inside each chunk (diagonal blocks): y_k = sum_{s<=k} (C_k . B_s) exp(cs_k - cs_s) dt_s x_s
+        #    (the decay as a difference of cumsums, like the Triton kernel; -inf above the diagonal)
+        causal = torch.ones(k, k, dtype=torch.bool, device=x.device).tril()
+        seg = torch.where(causal, dA_cs[..., :, None] - dA_cs[..., None, :], float("-inf"))  # (b,h,c,k,s)
+        scores = torch.matmul(Ch, Bh.transpose(-1, -2)) * torch.exp(seg)  # (b, h, c, k, s)
+        y = torch.matmul(scores, xdt)  # (b, h, c, k, p)
 
-        # 2. State each chunk ends with, from zero: sum_s exp(dA_{s+1..end}) (dt_s x_s) outer B_s
+        # 2. State each chunk ends with, from zero: sum_s exp(cs_end - cs_s) (dt_s x_s) outer B_s
         decay_to_end = torch.exp(dA_cs[..., -1:] - dA_cs)  # (b, h, c, s)
-        chunk_states = torch.einsum("bcshn,bhcs,bcshp->bchpn", Bh, decay_to_end, xdt)  # (b, c, h, p, n)
+        chunk_states = torch.matmul(xdt.transpose(-1, -2), Bh * decay_to_end[..., None])  # (b, h, c, p, n)
 
-        # 3. Between chunks: the linear recurrence over chunk boundaries, seeded with the initial state
-        init = (
+        # 3. Between chunks: state entering chunk i+1 = exp(sum of chunk i's log-decays) * state entering
+        #    chunk i + chunk i's own state (a loop over chunks: linear in their number)
+        chunk_decay = torch.exp(dA_cs[..., -1])[..., None, None]  # (b, h, c, 1, 1)
+        state = (
             initial_states.float()
             if initial_states is not None
             else torch.zeros(b, h, p, n, device=x.device, dtype=torch.float32)
         )
-        chunk_states = torch.cat([init[:, None], chunk_states], dim=1)  # (b, c+1, h, p, n)
-        chunk_decay = torch.exp(_segsum(F.pad(dA_cs[..., -1], (1, 0))))  # (b, h, c+1, c+1)
-        states = torch.einsum("bhzc,bchpn->bzhpn", chunk_decay, chunk_states)  # (b, c+1, h, p, n)
-        prev_states, final_states = states[:, :-1], states[:, -1]  # state entering each chunk; the last
+        entering = []
+        for decay_i, new_i in zip(chunk_decay.unbind(2), chunk_states.unbind(2)):  # unbind: cheap backward
+            entering.append(state)
+            state = state * decay_i + new_i
+        prev_states, final_states = torch.stack(entering, dim=2), state  # (b, h, c, p, n), (b, h, p, n)
 
-        # 4. Contribution of the state entering the chunk: y_k += exp(dA_{1..k}) C_k . state_in
-        decay_from_start = torch.exp(dA_cs)  # (b, h, c, k)
-        y_off = torch.einsum("bckhn,bchpn,bhck->bckhp", Ch, prev_states, decay_from_start)
-
-        y = rearrange(y_diag + y_off, "b c k h p -> b (c k) h p")[:, :l]  # (b, l, h, p)
+        # 4. Contribution of the state entering the chunk: y_k += exp(cs_k) C_k . state_in
+        y = y + torch.matmul(Ch, prev_states.transpose(-1, -2)) * torch.exp(dA_cs)[..., None]  # (b,h,c,k,p)
+        y = rearrange(y, "b h c k p -> b (c k) h p")[:, :l]  # (b, l, h, p)
     return y.to(out_dtype), final_states
 
 

@@ -308,3 +308,5 @@ def test_bad_inputs_raise_clear_errors():
         m(x, a.float(), n)
     with pytest.raises(ValueError, match=r"x has shape"):
         m.step(x, a[:, 0], n[:, 0], m.init_state(2))
+    with pytest.raises(ValueError, match="the state holds 3 streams"):
+        m.step(x[:, 0], a[:, 0], n[:, 0], m.init_state(3))
