@@ -33,6 +33,7 @@ is a thin translation.
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,7 @@ __all__ = [
     "register_dream",
     "DEFAULT_CONTEXT_FRAMES",
     "DEFAULT_MAX_EPISODE_STEPS",
+    "PRECISIONS",
 ]
 
 DEFAULT_CONTEXT_FRAMES = 16       # real frames a dream is warmed on, unless the user or the model wants more
@@ -76,6 +78,21 @@ def _load_model(checkpoint, device):
     if not path.is_file():
         raise FileNotFoundError(f"world-model checkpoint not found: {path}")
     return load(path, device=device), str(path)
+
+
+PRECISIONS = ("fp32", "bf16")
+
+
+def _autocast(model, precision: str):
+    """A context-manager factory running the model in `precision`: "fp32" (exact, the default) or "bf16"
+    (torch.autocast: matmuls and convolutions in bfloat16, several times faster on CPUs with AMX/AVX512-BF16;
+    frames may differ from fp32 by a few intensity levels, see benchmarks/dream_speed.py)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision={precision!r}: expected one of {PRECISIONS}")
+    if precision == "fp32":
+        return contextlib.nullcontext
+    device_type = model.device.type
+    return lambda: torch.autocast(device_type, dtype=torch.bfloat16)
 
 
 def _spaces_of(model) -> tuple[spaces.Box, spaces.Discrete]:
@@ -316,6 +333,7 @@ class DreamEnv(gymnasium.Env):
         render_mode: "rgb_array" (the only mode) or None.
         observation_space / action_space: optional expected spaces (e.g. the real env's); a checkpoint
             trained for other spaces is refused with an error naming both.
+        precision: "fp32" (default, exact) or "bf16" (autocast: faster on CPUs with bf16 units).
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 4}
@@ -324,12 +342,14 @@ class DreamEnv(gymnasium.Env):
         self, checkpoint=None, episodes=None, context_frames: int | None = None,
         max_episode_steps: int = DEFAULT_MAX_EPISODE_STEPS, device: str = "auto",
         render_mode: str | None = "rgb_array", observation_space: spaces.Space | None = None,
-        action_space: spaces.Space | None = None,
+        action_space: spaces.Space | None = None, precision: str = "fp32",
     ):
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode={render_mode!r}: DreamEnv supports "
                              f"{self.metadata['render_modes']}")
         self.model, self.source = _load_model(checkpoint, device)
+        self.precision = precision
+        self._amp = _autocast(self.model, precision)
         self.observation_space, self.action_space = _spaces_of(self.model)
         _check_spaces(self.observation_space, self.action_space, self.source, observation_space,
                       action_space, "the env it is asked to stand in for")
@@ -356,7 +376,8 @@ class DreamEnv(gymnasium.Env):
         gen = _torch_generator(self.np_random)
         fr = torch.from_numpy(np.ascontiguousarray(frames))[None]                # (1, Tc, H, W, 3)
         ac = torch.from_numpy(np.ascontiguousarray(actions))[None]                # (1, Tc)
-        self._dream = self.model.start(fr, ac, generator=gen)
+        with self._amp():
+            self._dream = self.model.start(fr, ac, generator=gen)
         self._frame = np.array(frames[-1], copy=True)
         self._t = 0
         self._context_source = source
@@ -413,7 +434,8 @@ class DreamEnv(gymnasium.Env):
                 f"DreamEnv: the episode ended (truncated at max_episode_steps={self.max_episode_steps}); "
                 f"call reset()")
         a = _check_action(action, int(self.action_space.n))
-        frames, rewards, self._dream = self.model.step(self._dream, torch.tensor([a], dtype=torch.int64))
+        with self._amp():
+            frames, rewards, self._dream = self.model.step(self._dream, torch.tensor([a], dtype=torch.int64))
         self._frame = frames[0].cpu().numpy()
         self._t += 1
         truncated = self._t >= self.max_episode_steps
@@ -441,6 +463,7 @@ class DreamVectorEnv(VectorEnv):
     (K, Tc, H, W, 3), "actions": int (K, Tc)} warms the K reset slots on contexts of your own.
     info keys (with their "_key" masks): "step" (N,), "context_source" (N,) objects; after a slot ends,
     "final_obs" and "final_info" as Gymnasium's SAME_STEP vector envs give them.
+    Arguments: those of `DreamEnv`, plus `num_envs`.
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 4, "autoreset_mode": AutoresetMode.SAME_STEP}
@@ -449,7 +472,7 @@ class DreamVectorEnv(VectorEnv):
         self, checkpoint=None, episodes=None, num_envs: int = 1, context_frames: int | None = None,
         max_episode_steps: int = DEFAULT_MAX_EPISODE_STEPS, device: str = "auto",
         render_mode: str | None = "rgb_array", observation_space: spaces.Space | None = None,
-        action_space: spaces.Space | None = None,
+        action_space: spaces.Space | None = None, precision: str = "fp32",
     ):
         if num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
@@ -457,6 +480,8 @@ class DreamVectorEnv(VectorEnv):
             raise ValueError(f"render_mode={render_mode!r}: DreamVectorEnv supports "
                              f"{self.metadata['render_modes']}")
         self.model, self.source = _load_model(checkpoint, device)
+        self.precision = precision
+        self._amp = _autocast(self.model, precision)
         self.single_observation_space, self.single_action_space = _spaces_of(self.model)
         _check_spaces(self.single_observation_space, self.single_action_space, self.source, observation_space,
                       action_space, "the env it is asked to stand in for")
@@ -493,8 +518,9 @@ class DreamVectorEnv(VectorEnv):
 
     def _warm(self, slots: np.ndarray, frames: np.ndarray, actions: np.ndarray, sources) -> None:
         """Warm the model on K contexts and write them into slots `slots` (K,) of the batched state."""
-        sub = self.model.start(torch.from_numpy(np.ascontiguousarray(frames)),
-                               torch.from_numpy(np.ascontiguousarray(actions)), generator=self._gen)
+        with self._amp():
+            sub = self.model.start(torch.from_numpy(np.ascontiguousarray(frames)),
+                                   torch.from_numpy(np.ascontiguousarray(actions)), generator=self._gen)
         if self._dream is None or np.array_equal(slots, np.arange(self.num_envs)):
             self._dream = sub
         else:
@@ -563,7 +589,8 @@ class DreamVectorEnv(VectorEnv):
         if self._dream is None:
             raise ResetNeeded("DreamVectorEnv: call reset() before step()")
         actions = _check_actions(actions, self.num_envs, int(self.single_action_space.n))
-        frames, rewards, self._dream = self.model.step(self._dream, torch.from_numpy(actions))
+        with self._amp():
+            frames, rewards, self._dream = self.model.step(self._dream, torch.from_numpy(actions))
         self._frames = frames.cpu().numpy()                                 # (N, H, W, 3)
         rewards = rewards.cpu().numpy().astype(np.float64)
         self._t += 1

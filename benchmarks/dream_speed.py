@@ -1,0 +1,382 @@
+"""Dream throughput: imagined frames/s of DreamVectorEnv at batch 1, 16 and 64 vs the real Memory Maze env.
+
+    python -m benchmarks.dream_speed                 # writes benchmarks/results/dream_speed.{json,png}
+    python -m benchmarks.dream_speed --checkpoint runs/demo/checkpoint.pt
+
+Measured side by side in one run on the same machine:
+
+- ``real``: the real env (``envs.memory_maze.MemoryMazeEnv`` 9x9, one process, our exact speed-ups on; the
+  stock dm_control code too for reference) stepping random actions; build/reset time excluded;
+- ``dream``: ``envs.dream.DreamVectorEnv`` with B slots stepping random actions through one model, in fp32
+  (exact) and in bf16 autocast (``precision="bf16"``; how far its frames drift from fp32 under the same noise
+  and actions is measured too, ``bf16_vs_fp32``). Each
+  imagined frame costs ``sampling_steps`` denoising passes of the backbone plus one commit pass (the finished
+  frame fed back at the stabilisation noise level, whose features give the reward), then the autoencoder
+  decode; the split is timed by wrapping ``Backbone.step`` (denoising = the first ``sampling_steps`` calls of
+  a step, commit = the last), ``WorldModel.step`` (decode, noise draws, reward head = model step minus
+  backbone) and the env step (the env's own overhead = env step minus model step).
+
+Single-process runs are interleaved over ``--rounds`` rounds and the median is reported, so load drifts on a
+shared machine hit every variant alike. Speed does not depend on the weights, so by default the model is the
+``cpu`` preset freshly initialised (the size the training issue trains); ``--checkpoint`` times a trained one.
+Contexts are real frames: the real env's own recorded run is saved as the episode the dreams start from.
+Goal (issue 5): at batch 64 the dream produces frames at least as fast as the real env's single process
+(stretch: 5x).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+# ---------------------------------------------------------------------- the real env
+
+
+def real_env_round(fast: bool, steps: int, seed: int, record: bool = False):
+    """steps/s of the real 9x9 env over `steps` random actions (reset excluded); optionally the episode."""
+    from envs.memory_maze import STATE_KEYS, MemoryMazeEnv
+
+    env = MemoryMazeEnv(size="9x9", fast=fast)
+    rng = np.random.default_rng(seed)
+    actions = rng.integers(0, 6, steps)
+    t0 = time.perf_counter()
+    obs, info = env.reset(seed=seed)
+    reset_s = time.perf_counter() - t0
+    frames, states = [obs], {k: [info[k]] for k in STATE_KEYS}
+    rewards = [0.0]
+    t0 = time.perf_counter()
+    for a in actions:
+        obs, r, _, _, info = env.step(int(a))
+        if record:
+            frames.append(obs)
+            rewards.append(r)
+            for k in STATE_KEYS:
+                states[k].append(info[k])
+    dt = time.perf_counter() - t0
+    env.close()
+    episode = None
+    if record:
+        onehot = np.zeros((steps + 1, 6), np.float32)
+        onehot[np.arange(1, steps + 1), actions] = 1.0
+        episode = {"image": np.stack(frames), "action": onehot, "reward": np.asarray(rewards, np.float32),
+                   **{k: np.stack(v) for k, v in states.items()}}
+    return steps / dt, reset_s, episode
+
+
+# ---------------------------------------------------------------------- the dream
+
+
+class SplitTimer:
+    """Wraps model.backbone.step, model.step and the env step to time the parts of an imagined frame."""
+
+    def __init__(self, model):
+        self.model = model
+        self.sampling_steps = model.config.diffusion.sampling_steps
+        self.calls: list[float] = []
+        self.model_s = 0.0
+        self._bb_step = model.backbone.step
+        self._model_step = model.step
+
+        def bb_step(*a, **k):
+            t = time.perf_counter()
+            out = self._bb_step(*a, **k)
+            self.calls.append(time.perf_counter() - t)
+            return out
+
+        def model_step(*a, **k):
+            t = time.perf_counter()
+            out = self._model_step(*a, **k)
+            self.model_s += time.perf_counter() - t
+            return out
+
+        model.backbone.step = bb_step
+        model.step = model_step
+
+    def reset(self):
+        self.calls, self.model_s = [], 0.0
+
+    def split(self, steps: int) -> tuple[float, float]:
+        """(denoising seconds, commit seconds) over `steps` model steps (S + 1 backbone calls each)."""
+        per = self.sampling_steps + 1
+        if len(self.calls) != steps * per:
+            raise RuntimeError(f"expected {steps * per} backbone calls ({per} per frame), "
+                               f"got {len(self.calls)}")
+        calls = np.asarray(self.calls).reshape(steps, per)                    # (steps, S + 1)
+        return float(calls[:, :-1].sum()), float(calls[:, -1].sum())
+
+    def restore(self):
+        del self.model.backbone.step, self.model.step
+
+
+def dream_round(venv, timer: SplitTimer, steps: int, rng: np.random.Generator) -> dict:
+    n = venv.num_envs
+    for _ in range(2):  # warm-up (allocator, first-call costs)
+        venv.step(rng.integers(0, 6, n))
+    timer.reset()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        venv.step(rng.integers(0, 6, n))
+    total = time.perf_counter() - t0
+    denoise, commit = timer.split(steps)
+    frames = n * steps
+    return {
+        "frames_per_s": frames / total,
+        "ms_per_env_step": 1e3 * total / steps,
+        "ms_per_frame": {
+            "total": 1e3 * total / frames,
+            "denoising_passes": 1e3 * denoise / frames,
+            "commit_pass": 1e3 * commit / frames,
+            "decode_noise_reward": 1e3 * (timer.model_s - denoise - commit) / frames,
+            "env_overhead": 1e3 * (total - timer.model_s) / frames,
+        },
+    }
+
+
+def refill_seconds(venv, k: int) -> float:
+    """Seconds to warm k slots on new real contexts and write them into the batch (what autoreset does)."""
+    t0 = time.perf_counter()
+    mask = np.zeros(venv.num_envs, dtype=bool)
+    mask[:k] = True
+    venv.reset(options={"reset_mask": mask})
+    return time.perf_counter() - t0
+
+
+# ---------------------------------------------------------------------- main
+
+
+def precision_drift(model, episodes: Path, batch: int, steps: int, seed: int) -> dict:
+    """Per-step PSNR between bf16 and fp32 dreams from the same contexts, noise and actions."""
+    import torch
+
+    from envs.dream import DreamVectorEnv
+    from worldmodel.autoencoder import frames_to_float
+    from worldmodel.metrics import psnr
+
+    actions = np.random.default_rng(seed).integers(0, 6, (steps, batch))
+    frames = {}
+    for prec in ("fp32", "bf16"):
+        v = DreamVectorEnv(model, episodes, num_envs=batch, max_episode_steps=steps + 1, device="cpu",
+                           precision=prec)
+        v.reset(seed=seed)
+        frames[prec] = np.stack([v.step(a)[0] for a in actions])                 # (steps, N, H, W, 3)
+    a = frames_to_float(torch.from_numpy(frames["fp32"].reshape(-1, *frames["fp32"].shape[2:])))
+    b = frames_to_float(torch.from_numpy(frames["bf16"].reshape(-1, *frames["bf16"].shape[2:])))
+    per_step = psnr(a, b).clamp(max=100.0).reshape(steps, batch).mean(1)
+    diff = np.abs(frames["fp32"].astype(np.int16) - frames["bf16"].astype(np.int16))
+    return {"psnr_bf16_vs_fp32_per_step": per_step.tolist(), "psnr_mean": float(per_step.mean()),
+            "psnr_last": float(per_step[-1]), "max_abs_diff_levels": int(diff.max()),
+            "mean_abs_diff_levels": float(diff.mean()), "batch": batch, "steps": steps}
+
+
+def run(args) -> dict:
+    import torch
+
+    from envs.dream import DreamVectorEnv
+    from envs.episodes import save_episode
+    from worldmodel.model import WorldModel, load, world_model_config
+
+    torch.manual_seed(0)
+    if args.checkpoint:
+        model, source = load(args.checkpoint, device="cpu"), str(args.checkpoint)
+    else:
+        model, source = WorldModel(world_model_config(args.preset)).eval(), f"untrained {args.preset} preset"
+    n_params = sum(p.numel() for n, p in model.named_parameters())
+    tmp = Path(tempfile.mkdtemp(prefix="dream_speed_"))
+    _, _, episode = real_env_round(True, args.context + 8, seed=args.seed, record=True)
+    save_episode(tmp / "ep_00000.npz", episode)
+
+    timer = SplitTimer(model)
+    keys = [(prec, b) for prec in args.precisions for b in args.batches]
+    venvs = {k: DreamVectorEnv(model, tmp, num_envs=k[1], context_frames=args.context,
+                               max_episode_steps=10**9, device="cpu", precision=k[0]) for k in keys}
+    for (_, b), v in venvs.items():
+        v.reset(seed=b)
+    rng = np.random.default_rng(0)
+    rounds: dict = {"real_fast": [], "real_stock": [], **{k: [] for k in keys}}
+    resets: dict[str, list] = {"real_fast": [], "real_stock": []}
+    for r in range(args.rounds):
+        print(f"round {r + 1}/{args.rounds}", file=sys.stderr)
+        for fast in (True, False):
+            sps, reset_s, _ = real_env_round(fast, args.real_steps, seed=args.seed + 1 + r)
+            key = "real_fast" if fast else "real_stock"
+            rounds[key].append(sps)
+            resets[key].append(reset_s)
+        for k, v in venvs.items():
+            steps = max(2, int(np.ceil(args.dream_frames / k[1])))
+            rounds[k].append(dream_round(v, timer, steps, rng))
+    refill = {k: refill_seconds(venvs[k], max(1, k[1] // 4)) for k in keys}
+    timer.restore()
+    drift = precision_drift(model, tmp, batch=8, steps=args.drift_steps, seed=args.seed) \
+        if {"fp32", "bf16"} <= set(args.precisions) else None
+
+    def med(xs):
+        return float(statistics.median(xs))
+
+    real = med(rounds["real_fast"])
+    dream: dict = {prec: {} for prec in args.precisions}
+    for prec, b in keys:
+        rs = rounds[(prec, b)]
+        mid = sorted(rs, key=lambda d: d["frames_per_s"])[len(rs) // 2]  # the median round, kept whole
+        dream[prec][str(b)] = {**mid, "frames_per_s_rounds": [d["frames_per_s"] for d in rs],
+                               "x_real_env": mid["frames_per_s"] / real,
+                               "refill": {"slots": max(1, b // 4), "seconds": refill[(prec, b)]}}
+    top = str(max(args.batches))
+    goal = {prec: {"batch": int(top), "x_real_env": dream[prec][top]["x_real_env"],
+                   "met_1x": dream[prec][top]["x_real_env"] >= 1.0,
+                   "met_stretch_5x": dream[prec][top]["x_real_env"] >= 5.0} for prec in args.precisions}
+    return {
+        "benchmark": "dream_speed",
+        "what": "imagined frames/s of DreamVectorEnv vs real Memory Maze 9x9 steps/s (1 process)",
+        "model": {"source": source, "preset": args.preset if not args.checkpoint else None,
+                  "weights": "trained" if args.checkpoint else
+                  "freshly initialised (speed does not depend on the weights)",
+                  "parameters": n_params, "sampling_steps": model.config.diffusion.sampling_steps,
+                  "backbone": {k: getattr(model.config.backbone, k)
+                               for k in ("dim", "depth", "heads", "patch", "attn", "block_sizes")},
+                  "latent_shape": list(model.config.autoencoder_latent_shape),
+                  "gflop_per_frame": gflop_per_frame(model)},
+        "context_frames": args.context,
+        "real_env": {"steps_per_s": real, "steps_per_s_rounds": rounds["real_fast"],
+                     "stock_steps_per_s": med(rounds["real_stock"]),
+                     "stock_steps_per_s_rounds": rounds["real_stock"],
+                     "reset_seconds": med(resets["real_fast"]), "steps_per_round": args.real_steps,
+                     "env": "envs.memory_maze.MemoryMazeEnv(size='9x9', fast=True); stock = fast=False"},
+        "dream": dream,
+        "goal": goal,
+        "bf16_vs_fp32": drift,
+        "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                    "load_average_at_end": list(os.getloadavg()), "platform": platform.platform(),
+                    "cpu": _cpu_name(), "torch": torch.__version__, "rounds": args.rounds,
+                    "note": "shared 2-core machine: other jobs may run at the same time; medians of "
+                            "interleaved rounds"},
+    }
+
+
+def gflop_per_frame(model) -> dict:
+    """FLOPs of one imagined frame (torch's FLOP counter; batch 8): backbone passes and decoder."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    b = 8
+    c, h, w = model.config.autoencoder_latent_shape
+    with torch.no_grad():
+        state = model.backbone.init_state(b)
+        x, a, t = torch.randn(b, c, h, w), torch.zeros(b, dtype=torch.long), torch.full((b,), 0.5)
+        with FlopCounterMode(display=False) as fc:
+            model.backbone.step(x, a, t, state)
+        per_pass = fc.get_total_flops() / b / 1e9
+        with FlopCounterMode(display=False) as fc:
+            model.decode_latents(torch.randn(b, 1, c, h, w))
+        decode = fc.get_total_flops() / b / 1e9
+    passes = model.config.diffusion.sampling_steps + 1
+    return {"backbone_pass": per_pass, "backbone_passes": passes, "decode": decode,
+            "total": per_pass * passes + decode}
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def plot(res: dict, path: Path) -> None:
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from worldmodel.utils import atomic_write_bytes
+
+    precs = list(res["dream"])
+    batches = list(res["dream"][precs[0]])
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.4))
+    width = 0.8 / len(precs)
+    for j, prec in enumerate(precs):
+        fps = [res["dream"][prec][b]["frames_per_s"] for b in batches]
+        xs = np.arange(len(batches)) + (j - (len(precs) - 1) / 2) * width
+        ax1.bar(xs, fps, width, label=f"dream {prec}")
+        for x, b, v in zip(xs, batches, fps):
+            ax1.text(x, v, f"{v:.0f}\n{res['dream'][prec][b]['x_real_env']:.1f}x", ha="center", va="bottom",
+                     fontsize=8)
+    ax1.set_xticks(np.arange(len(batches)), [f"batch {b}" for b in batches])
+    ax1.axhline(res["real_env"]["steps_per_s"], color="tab:red", label="real env, 1 process (fast adapter)")
+    ax1.axhline(res["real_env"]["stock_steps_per_s"], color="tab:red", ls="--", label="real env (stock)")
+    ax1.set_ylabel("frames / s")
+    ax1.set_title(f"imagined frames/s: {res['model']['parameters'] / 1e6:.1f}M params, "
+                  f"{res['model']['sampling_steps']} denoising steps")
+    ax1.legend(loc="upper left", fontsize=8)
+    ax1.margins(y=0.25)
+    parts = ["denoising_passes", "commit_pass", "decode_noise_reward", "env_overhead"]
+    labels = [f"{prec}\nbatch {b}" for prec in precs for b in batches]
+    bottom = np.zeros(len(labels))
+    for part in parts:
+        vals = np.array([res["dream"][prec][b]["ms_per_frame"][part] for prec in precs for b in batches])
+        ax2.bar(labels, vals, bottom=bottom, label=part.replace("_", " "))
+        bottom += vals
+    ax2.set_ylabel("ms per imagined frame")
+    ax2.set_title("where the time goes")
+    ax2.tick_params(axis="x", labelsize=8)
+    ax2.legend(fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.dream_speed", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--checkpoint", default=None, help="time a trained model (default: a fresh --preset one)")
+    p.add_argument("--preset", default="cpu", choices=["tiny", "cpu", "paper"])
+    p.add_argument("--batches", type=int, nargs="+", default=[1, 16, 64])
+    p.add_argument("--context", type=int, default=16, help="real context frames each dream is warmed on")
+    p.add_argument("--dream-frames", type=int, default=256, help="imagined frames per batch size per round")
+    p.add_argument("--real-steps", type=int, default=200, help="real env steps per round")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
+    p.add_argument("--drift-steps", type=int, default=32, help="steps of the bf16-vs-fp32 frame comparison")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=RESULTS / "dream_speed.json", help="JSON path (PNG beside it)")
+    args = p.parse_args(argv)
+    from worldmodel.utils import atomic_write_json
+
+    res = run(args)
+    atomic_write_json(args.out, res)
+    plot(res, args.out.with_suffix(".png"))
+    real = res["real_env"]
+    print(f"real env {real['steps_per_s']:.1f} steps/s (stock {real['stock_steps_per_s']:.1f})")
+    for prec, per_batch in res["dream"].items():
+        for b, d in per_batch.items():
+            ms = d["ms_per_frame"]
+            print(f"dream {prec} batch {b:>3}: {d['frames_per_s']:7.1f} frames/s "
+                  f"({d['x_real_env']:.2f}x real); ms/frame: denoise {ms['denoising_passes']:.2f} "
+                  f"commit {ms['commit_pass']:.2f} "
+                  f"decode/noise/reward {ms['decode_noise_reward']:.2f} env {ms['env_overhead']:.2f}")
+    if res["bf16_vs_fp32"]:
+        print(f"bf16 vs fp32 frames: PSNR {res['bf16_vs_fp32']['psnr_mean']:.1f} dB mean over "
+              f"{res['bf16_vs_fp32']['steps']} steps")
+    print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
