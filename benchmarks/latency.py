@@ -193,7 +193,7 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--contexts", default="50,200,800,3200", help="frames already in context")
     p.add_argument("--latent", default="8,8,8", help="latent C,h,w (cpu preset: 8 x 8x8 from a 64x64 frame)")
     p.add_argument("--patch", type=int, default=2)
-    p.add_argument("--steps", type=int, default=None, help="timed frames per point (default 30; quick 10)")
+    p.add_argument("--steps", type=int, default=None, help="timed frames per point (default 40; quick 20)")
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--max-full-context", type=int, default=None,
                    help="skip causal_full beyond this context (default: 800 with --quick, no cap otherwise)")
@@ -210,7 +210,7 @@ def main(argv=None) -> list[dict]:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
-    steps = args.steps or (10 if args.quick else 30)
+    steps = args.steps or (20 if args.quick else 40)
     cap = args.max_full_context if args.max_full_context is not None else (800 if args.quick else None)
     contexts = [int(c) for c in args.contexts.split(",")]
     C, h, w = (int(v) for v in args.latent.split(","))

@@ -64,6 +64,7 @@ except Exception:
     _create_block_mask = None
 
 _SCORE_BUDGET = 2**25  # elements of the attention score tensor materialised at once (128 MB in fp32)
+_compiled_flex = None  # torch.compile(flex_attention), built on first CUDA use
 
 
 def has_flex_attention() -> bool:
@@ -216,7 +217,10 @@ def frame_attention_flex(q, k, v, mode: str, chunk: int = 5, window: int = 192) 
     block_mask = _create_block_mask(mask_mod, None, None, L, L, device=q.device)
     qq, kk, vv = (rearrange(t, "b t s h d -> b h (t s) d") for t in (q, k, v))
     if q.is_cuda:
-        out = torch.compile(_flex_attention)(qq, kk, vv, block_mask=block_mask)
+        global _compiled_flex
+        if _compiled_flex is None:
+            _compiled_flex = torch.compile(_flex_attention)
+        out = _compiled_flex(qq, kk, vv, block_mask=block_mask)
     else:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
@@ -319,8 +323,8 @@ class FrameAttention(nn.Module):
         if not return_cache:
             return y
         K = self.cache_frames
-        if K is None:
-            kc, vc = k, v
+        if K is None:  # copies, so the cache does not pin the queries of the fused qkv projection
+            kc, vc = k.clone(), v.clone()
         else:  # the last K frames, zero-padded in front when T < K (exactly what T steps would leave);
             # cloned so the cache does not pin the whole sequence's keys in memory
             kc = _pad_frames(k, max(0, K - T), 0)[:, k.shape[1] + max(0, K - T) - K :].clone()

@@ -130,8 +130,8 @@ def test_streaming_steps_equal_parallel_forward(mode, rope):
     err_cache = max((cache[key].float() - cache_p[key].float()).abs().max().item() for key in cache)
     print(f"{mode} rope={rope}: stream vs parallel max abs err {err:.2e}, cache err {err_cache:.2e}")
     assert err <= TOL and err_cache <= TOL
-    if mode != "causal":  # the prefill cache owns its memory (does not pin all T frames' keys)
-        assert cache_p["k"].untyped_storage().nbytes() == cache_p["k"].numel() * cache_p["k"].element_size()
+    for key in ("k", "v"):  # the prefill cache owns exactly its memory (pins neither all frames nor q)
+        assert cache_p[key].untyped_storage().nbytes() == cache_p[key].numel() * cache_p[key].element_size()
     if mode == "causal":
         assert sizes == list(range(1, 12))  # the quadratic reference grows
     else:
