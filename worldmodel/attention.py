@@ -155,7 +155,7 @@ def _banded(q, k, v, mode, chunk, window, f: int, lookback: int) -> torch.Tensor
     Linear in T."""
     B, T, S, H, d = q.shape
     n = -(-T // f)  # query blocks
-    m = -(-lookback // f)  # earlier blocks each query block looks at
+    m = min(-(-lookback // f), n - 1)  # earlier blocks each query block looks at (there are only n - 1)
     w = (m + 1) * f  # key frames per query block
     Tp = n * f
     qb = rearrange(_pad_frames(q, 0, Tp - T), "b (n f) s h d -> b n f s h d", f=f)
@@ -245,12 +245,18 @@ def frame_attention(q, k, v, mode: str, chunk: int = 5, window: int = 192, backe
     if mode in ("local", "local_bidir"):
         # blocks = chunks; chunk i needs chunk i-1 and itself
         return _banded(q, k, v, mode, chunk, window, f=chunk, lookback=chunk)
-    if mode == "window":
-        if T <= window:  # everything in reach: one block, no look-back
-            return _banded(q, k, v, mode, chunk, window, f=T, lookback=0)
-        f = max(1, math.ceil(window / 4))  # small blocks: keys per block = window - 1 + f
+    if mode == "window":  # the block size that scores the fewest (query, key) frame pairs
+        sizes = {T} | {math.ceil(window / j) for j in range(1, 9)}
+        f = min(sizes, key=lambda f: _banded_pairs(T, f, window - 1))
         return _banded(q, k, v, mode, chunk, window, f=f, lookback=window - 1)
     return _causal_blocks(q, k, v)
+
+
+def _banded_pairs(T: int, f: int, lookback: int) -> int:
+    """(query, key) frame pairs ``_banded`` scores with blocks of f frames."""
+    n = -(-T // f)
+    m = min(-(-lookback // f), n - 1)
+    return n * f * (m + 1) * f
 
 
 # ---------------------------------------------------------------------------------------------- module
