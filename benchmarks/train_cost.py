@@ -7,8 +7,8 @@ sequences up to 192 frames.
 
 Also measured: the reference training step of the demo, batch 8 x 32 frames, for every variant.
 
-    python -m benchmarks.train_cost --quick   # frames 32..256 at batch 2, two timed iterations (~2 minutes)
-    python -m benchmarks.train_cost           # frames 32..512, three timed iterations
+    python -m benchmarks.train_cost --quick   # frames 64..512 at batch 1, two timed iterations (~3 minutes)
+    python -m benchmarks.train_cost           # frames 32..1024 at batch 2, three timed iterations
 
 Writes benchmarks/results/train_cost.json (a list of {variant, batch, frames, ms_per_iter, ...}) and
 train_cost.png.
@@ -53,11 +53,11 @@ def time_iteration(model: Backbone, batch: int, frames: int, repeats: int, devic
 def main(argv=None) -> list[dict]:
     p = argparse.ArgumentParser(prog="python -m benchmarks.train_cost", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="frames up to 256, two timed iterations")
+    p.add_argument("--quick", action="store_true", help="batch 1, frames 64..512, two timed iterations")
     p.add_argument("--preset", default="cpu", choices=["tiny", "cpu", "paper"])
     p.add_argument("--variants", default="hybrid,causal_full,causal_window,mamba2")
-    p.add_argument("--frames", default=None, help="sequence lengths (default 32..256 quick, 32..512 full)")
-    p.add_argument("--batch", type=int, default=2, help="batch of the length sweep")
+    p.add_argument("--frames", default=None, help="sequence lengths (default 64..512 quick, 32..1024 full)")
+    p.add_argument("--batch", type=int, default=None, help="batch of the length sweep (1 quick, 2 full)")
     p.add_argument("--reference", default="8x32", help="extra BATCHxFRAMES point per variant ('' = none)")
     p.add_argument("--latent", default="8,8,8", help="latent C,h,w")
     p.add_argument("--patch", type=int, default=2)
@@ -72,11 +72,12 @@ def main(argv=None) -> list[dict]:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
-    default_frames = "32,64,128,256" if args.quick else "32,64,128,256,512"
+    default_frames = "64,128,256,512" if args.quick else "32,64,128,256,512,1024"
+    batch = args.batch or (1 if args.quick else 2)
     frames = [int(v) for v in (args.frames or default_frames).split(",")]
     repeats = args.repeats or (2 if args.quick else 3)
     C, h, w = (int(v) for v in args.latent.split(","))
-    points = [(args.batch, f, False) for f in frames]
+    points = [(batch, f, False) for f in frames]
     if args.reference:
         rb, rf = (int(v) for v in args.reference.lower().split("x"))
         points.append((rb, rf, True))
@@ -116,7 +117,7 @@ def main(argv=None) -> list[dict]:
     ax.set_yscale("log")
     ax.set_xlabel("frames per training sequence")
     ax.set_ylabel("ms per iteration (fwd + bwd + AdamW)")
-    ax.set_title(f"training cost, {args.preset} preset, batch {args.batch}")
+    ax.set_title(f"training cost, {args.preset} preset, batch {batch}")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     save_figure_atomic(fig, out.with_suffix(".png"))

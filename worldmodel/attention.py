@@ -168,16 +168,17 @@ def _banded(q, k, v, mode, chunk, window, f: int, lookback: int) -> torch.Tensor
     ok = allowed_frames(qf[:, :, None], kf[:, None, :], mode, chunk, window)  # (n, f, w)
     # padded key frames are invisible; a padded query frame sees itself (no empty rows -> no NaN)
     ok = ok & ((kf[:, None, :] < T) | (kf[:, None, :] == qf[:, :, None]))
+    # the key window of every block at once: m + 1 shifted copies of the blocks (one cat; its backward and
+    # the split's are single ops, where per-group slices would each scatter into a full-size zero tensor)
+    kw = torch.cat([kb[:, j : j + n] for j in range(m + 1)], dim=2)  # (B, n, w, S, H, d)
+    vw = torch.cat([vb[:, j : j + n] for j in range(m + 1)], dim=2)
     G = max(1, min(n, _SCORE_BUDGET // max(1, B * H * f * S * w * S)))  # query blocks per group
     outs = []
-    for g0 in range(0, n, G):
-        g1 = min(n, g0 + G)
-        qq = rearrange(qb[:, g0:g1], "b g f s h d -> (b g) h (f s) d")
-        kk = torch.cat([kb[:, g0 + j : g1 + j] for j in range(m + 1)], dim=2)  # (B, g, w, S, H, d)
-        vv = torch.cat([vb[:, g0 + j : g1 + j] for j in range(m + 1)], dim=2)
+    for qq, kk, vv, okg in zip(qb.split(G, 1), kw.split(G, 1), vw.split(G, 1), ok.split(G, 0)):
+        qq = rearrange(qq, "b g f s h d -> (b g) h (f s) d")
         kk = rearrange(kk, "b g w s h d -> (b g) h (w s) d")
         vv = rearrange(vv, "b g w s h d -> (b g) h (w s) d")
-        mask = repeat(ok[g0:g1], "g f w -> (b g) 1 (f s) (w r)", b=B, s=S, r=S)
+        mask = repeat(okg, "g f w -> (b g) 1 (f s) (w r)", b=B, s=S, r=S)
         o = F.scaled_dot_product_attention(qq, kk, vv, attn_mask=mask)  # ((b g), h, f s, d)
         outs.append(rearrange(o, "(b g) h (f s) d -> b (g f) s h d", b=B, s=S))
     return torch.cat(outs, dim=1)[:, :T]
@@ -246,7 +247,7 @@ def frame_attention(q, k, v, mode: str, chunk: int = 5, window: int = 192, backe
         # blocks = chunks; chunk i needs chunk i-1 and itself
         return _banded(q, k, v, mode, chunk, window, f=chunk, lookback=chunk)
     if mode == "window":  # the block size that scores the fewest (query, key) frame pairs
-        sizes = {T} | {math.ceil(window / j) for j in range(1, 9)}
+        sizes = {T} | {math.ceil(window / j) for j in range(1, 5)}  # at most 4 blocks of look-back
         f = min(sizes, key=lambda f: _banded_pairs(T, f, window - 1))
         return _banded(q, k, v, mode, chunk, window, f=f, lookback=window - 1)
     return _causal_blocks(q, k, v)
