@@ -88,12 +88,12 @@ def main(argv=None) -> list[dict]:
         cfg = backbone_config(args.preset, variant, latent_channels=C, latent_size=(h, w), patch=args.patch)
         torch.manual_seed(0)
         model = Backbone(cfg).to(device).train()
-        for batch, f, is_ref in points:
-            times = time_iteration(model, batch, f, repeats, device, gen)
+        for pb, f, is_ref in points:
+            times = time_iteration(model, pb, f, repeats, device, gen)
             med = statistics.median(times)
             records.append({
-                "variant": variant, "batch": batch, "frames": f, "ms_per_iter": 1000 * med,
-                "ms_per_iter_min": 1000 * min(times), "tokens_per_s": batch * f * cfg.tokens / med,
+                "variant": variant, "batch": pb, "frames": f, "ms_per_iter": 1000 * med,
+                "ms_per_iter_min": 1000 * min(times), "tokens_per_s": pb * f * cfg.tokens / med,
                 "params": count_parameters(model), "depth": cfg.depth, "dim": cfg.dim, "attn": cfg.attn,
                 "preset": args.preset, "reference_point": is_ref, "device": str(device), "machine": machine(),
             })
