@@ -99,13 +99,15 @@ def main(argv=None) -> list[dict]:
         for r in rs:
             ax.annotate(f"{r['speedup']:.0f}x", (r["T"], r["chunked_ms"]), textcoords="offset points",
                         xytext=(0, -12 if b > 1 else 6), fontsize=8)
-    ax.set_xscale("log")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(sorted({r["T"] for r in records}), [str(t) for t in sorted({r["T"] for r in records})])
+    ax.minorticks_off()
     ax.set_yscale("log")
     ax.set_xlabel("sequence length T")
     ax.set_ylabel("ms (forward, CPU)")
     ax.set_title(f"SSD scan, {h} heads x {d}, state {n}")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
+    ax.legend(loc="upper left", fontsize=8)
     save_figure_atomic(fig, out.with_suffix(".png"))
     plt.close(fig)
     print(f"wrote {out} and {out.with_suffix('.png')}")
