@@ -531,11 +531,14 @@ class Backbone(nn.Module):
 
     def _forward(self, x, actions, noise_levels, return_state: bool):
         self._check(x, actions, noise_levels, "forward", frames=True)
-        h, cond = self._embed(x, actions, noise_levels)
+        # 1. patchify + spatial positions; per-frame condition = noise-level embedding + action embedding
+        h, cond = self._embed(x, actions, noise_levels)  # (B, T, S, D), (B, T, D)
+        # 2. layers: block-wise SSM scan through time, frame attention, MLP (each adaLN-modulated per frame)
         layer_states = []
         for layer in self.layers:
             h, st = layer(h, cond, return_state=return_state)
             layer_states.append(st)
+        # 3. final norm -> per-frame features; adaLN + zero-init projection -> unpatchify
         out, feats = self._head(h, cond)
         if not return_state:
             return out, feats, None
@@ -559,11 +562,14 @@ class Backbone(nn.Module):
         if state["t"].shape[0] != x_t.shape[0]:
             raise ValueError(f"Backbone.step: the state holds {state['t'].shape[0]} streams, x_t has batch "
                              f"{x_t.shape[0]} (make the state with init_state/prefill of that batch)")
+        # 1. embed the one frame, as in forward
         h, cond = self._embed(x_t[:, None], action_t[:, None], noise_t[:, None])  # (B, 1, S, D), (B, 1, D)
         h, cond = h[:, 0], cond[:, 0]
+        # 2. every layer continues from its cache: SSM + conv state per block, KV of the visible frames
         new_layers = []
         for layer, st in zip(self.layers, state["layers"]):
             h, new = layer.step(h, cond, st)
             new_layers.append(new)
+        # 3. the same head as forward
         out, feat = self._head(h[:, None], cond[:, None])
         return out[:, 0], feat[:, 0], {"t": state["t"] + 1, "layers": new_layers}
