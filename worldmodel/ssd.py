@@ -213,7 +213,7 @@ def ssd(x, dt, A, B, C, chunk_size, initial_states=None, backend: str = "auto"):
     _check(x, dt, A, B, C, initial_states, "ssd")
     y, final_states = _mamba_chunk_scan_combined(
         x,
-        dt.to(x.dtype),
+        dt.float(),  # the kernel turns dt into float32 cumsums anyway; keep its precision
         A.float(),
         B.to(x.dtype),
         C.to(x.dtype),
