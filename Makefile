@@ -35,6 +35,12 @@ data: setup  ## collect real Memory Maze 9x9 episodes into $(EPISODES)
 	$(BIN)/python -m envs.collect --env longdream/MemoryMaze-9x9-ExtraObs-v0 --episodes 24 --steps 500 \
 		--out $(EPISODES) --workers 2 --seed 0 --policy explore
 
+train: setup  ## train the cpu-preset world model on $(EPISODES) into $(RUN) (resumes if $(RUN) has a checkpoint)
+	$(BIN)/python -m worldmodel.train --preset cpu --episodes $(EPISODES) --run-dir $(RUN) \
+		$(if $(wildcard $(RUN)/checkpoint.pt),--resume,)
+
+demo: data train  ## the main job on a small default: collect episodes, train the cpu preset, evaluate
+
 clean:  ## remove caches (keeps .venv, data and runs)
 	rm -rf .pytest_cache .ruff_cache build *.egg-info
 	find . -name __pycache__ -type d -prune -not -path './$(VENV)/*' -exec rm -rf {} +

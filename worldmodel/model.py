@@ -1,0 +1,311 @@
+"""The world model: latent autoencoder + hybrid backbone trained with Diffusion Forcing + reward head.
+
+Axis legend: B batch, T frames (Tc context, Tf future), H x W x 3 image, C x h x w latent grid, D feature dim.
+
+Action alignment (as in the Memory Maze offline dataset): `actions[t]` is the action that led INTO frame t,
+so frame t is generated conditioned on `actions[t]`; the first frame of an episode has action 0 (noop).
+
+Streaming generation (constant memory and time per frame):
+  1. the context frames are fed one by one at the stabilisation noise level `context_noise`, carrying the
+     backbone's per-layer state (SSM + conv state per block, KV of the attention window);
+  2. each new frame starts as pure noise and is denoised with `sampling_steps` DDIM steps, each a call of
+     `Backbone.step` from the SAME state (step is pure);
+  3. the finished frame is fed once more at `context_noise`; that call's state is kept and its per-frame
+     features give the reward prediction.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from .autoencoder import Autoencoder, AutoencoderConfig, autoencoder_config, float_to_frames
+from .backbone import Backbone, BackboneConfig, backbone_config
+from .diffusion import (
+    DiffusionConfig,
+    add_noise,
+    ddim_timesteps,
+    ddim_update,
+    diffusion_loss,
+    sample_noise_levels,
+)
+from .utils import check_config, config_to_dict, resolve_device, torch_load
+
+
+@dataclass(frozen=True)
+class WorldModelConfig:
+    autoencoder: AutoencoderConfig
+    backbone: BackboneConfig
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    env_id: str = "longdream/MemoryMaze-9x9-v0"
+    obs_shape: tuple[int, int, int] = (64, 64, 3)
+    num_actions: int = 6
+    reward_weight: float = 0.5       # weight of the reward loss next to the diffusion loss
+    reward_pos_weight: float = 10.0  # BCE weight of the rare positive (reward) frames
+    reward_max_noise: float = 0.3    # the reward head learns from frames fed at noise levels <= this
+    min_context_frames: int = 1      # frames a rollout needs before it can imagine
+
+    def __post_init__(self):
+        if self.backbone.num_actions is not None and self.backbone.num_actions != self.num_actions:
+            raise ValueError(
+                f"backbone.num_actions={self.backbone.num_actions} != num_actions={self.num_actions}"
+            )
+        lat = self.autoencoder_latent_shape
+        if (self.backbone.latent_channels, *self.backbone.latent_size) != lat:
+            raise ValueError(
+                f"backbone latent (C, h, w)={(self.backbone.latent_channels, *self.backbone.latent_size)} "
+                f"!= autoencoder latent {lat}"
+            )
+
+    @property
+    def autoencoder_latent_shape(self) -> tuple[int, int, int]:
+        ae = self.autoencoder
+        h = self.obs_shape[0] // ae.downsample
+        w = self.obs_shape[1] // ae.downsample
+        return (ae.latent_channels, h, w)
+
+
+def world_model_config(preset: str, variant: str = "hybrid", **overrides) -> WorldModelConfig:
+    """The world model of a preset ("tiny", "cpu", "paper"); `variant` picks a backbone baseline."""
+    ae = autoencoder_config(preset)
+    h, w = 64 // ae.downsample, 64 // ae.downsample
+    patch = {"tiny": 2, "cpu": 2, "paper": 2}[preset]
+    bb = backbone_config(preset, variant, latent_channels=ae.latent_channels, latent_size=(h, w), patch=patch)
+    diff = DiffusionConfig(sampling_steps={"tiny": 2, "cpu": 4, "paper": 10}[preset])
+    return WorldModelConfig(autoencoder=ae, backbone=bb, diffusion=diff, **overrides)
+
+
+def config_from_dict(cls, data: dict[str, Any]):
+    """Rebuild a (nested) frozen dataclass config from its JSON/checkpoint dict (lists back to tuples)."""
+    kwargs = {}
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = set(data) - set(names)
+    if unknown:
+        raise ValueError(f"{cls.__name__}: unknown config field(s) {sorted(unknown)}")
+    for name in names:
+        if name not in data:
+            continue
+        value = data[name]
+        sub = {
+            "autoencoder": AutoencoderConfig,
+            "backbone": BackboneConfig,
+            "diffusion": DiffusionConfig,
+        }.get(name) if cls is WorldModelConfig else None
+        if sub is not None:
+            value = config_from_dict(sub, value)
+        else:
+            value = _tuplify(value)
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+def _tuplify(v):
+    if isinstance(v, list):
+        return tuple(_tuplify(x) for x in v)
+    return v
+
+
+@dataclass
+class DreamState:
+    """What a running batch of dreams carries between frames: bounded in size whatever the rollout length."""
+    backbone_state: Any
+    generator: torch.Generator
+    frames_seen: int
+    last_frame: torch.Tensor  # uint8 (B, H, W, 3): the latest real or imagined frame
+
+
+class WorldModel(nn.Module):
+    def __init__(self, cfg: WorldModelConfig, autoencoder: Autoencoder | None = None):
+        super().__init__()
+        self.config = cfg
+        self.autoencoder = autoencoder if autoencoder is not None else Autoencoder(cfg.autoencoder)
+        self.backbone = Backbone(cfg.backbone)
+        d = cfg.backbone.dim
+        self.reward_head = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, 1))
+
+    # ------------------------------------------------------------------ latents
+    @property
+    def device(self) -> torch.device:
+        return next(self.backbone.parameters()).device
+
+    @torch.no_grad()
+    def encode_frames(self, frames: torch.Tensor, batch: int = 256) -> torch.Tensor:
+        """uint8 frames (B, T, H, W, 3) -> latents (B, T, C, h, w)."""
+        b, t = frames.shape[:2]
+        flat = rearrange(frames, "b t h w c -> (b t) h w c")
+        z = torch.cat([self.autoencoder.encode(flat[i: i + batch].to(self.device)) for i in range(0, len(flat), batch)])
+        return rearrange(z, "(b t) c h w -> b t c h w", b=b, t=t)
+
+    @torch.no_grad()
+    def decode_latents(self, z: torch.Tensor) -> torch.Tensor:
+        """latents (B, T, C, h, w) -> uint8 frames (B, T, H, W, 3)."""
+        b, t = z.shape[:2]
+        x = self.autoencoder.decode(rearrange(z, "b t c h w -> (b t) c h w"))
+        return rearrange(float_to_frames(x), "(b t) h w c -> b t h w c", b=b, t=t)
+
+    # ------------------------------------------------------------------ training
+    def loss(
+        self, z: torch.Tensor, actions: torch.Tensor, rewards: torch.Tensor,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Diffusion Forcing loss on latent windows + the reward head's loss.
+
+        z (B, T, C, h, w) clean latents, actions (B, T) int64, rewards (B, T) float. Returns (loss, logs).
+        """
+        cfg = self.config
+        b, t = z.shape[:2]
+        # 1. per-frame noise levels with the long-context clean prefix; loss mask = noised frames
+        tau, mask = sample_noise_levels(b, t, cfg.diffusion, generator=generator, device=z.device)
+        # 2. noise the latents and predict v
+        eps = torch.randn(z.shape, generator=generator).to(z)
+        x_t = add_noise(z, tau, eps)
+        pred, feats = self.backbone(x_t, actions, tau)
+        loss_diff = diffusion_loss(pred, z, tau, eps, mask)
+        # 3. reward head on the per-frame features of the frames seen at low noise
+        logits = self.reward_head(feats).squeeze(-1)                           # (B, T)
+        target = (rewards > 0).to(logits.dtype)
+        rmask = (tau <= cfg.reward_max_noise).to(logits.dtype)
+        pos_w = torch.full((), cfg.reward_pos_weight, device=z.device)
+        bce = F.binary_cross_entropy_with_logits(logits, target, pos_weight=pos_w, reduction="none")
+        loss_rew = (bce * rmask).sum() / rmask.sum().clamp_min(1.0)
+        loss = loss_diff + cfg.reward_weight * loss_rew
+        logs = {
+            "wm/loss": loss.item(),
+            "wm/diffusion": loss_diff.item(),
+            "wm/reward_bce": loss_rew.item(),
+            "wm/noised_frac": mask.float().mean().item(),
+        }
+        return loss, logs
+
+    # ------------------------------------------------------------------ streaming generation
+    def _check_inputs(self, frames: torch.Tensor, actions: torch.Tensor, what: str) -> None:
+        cfg = self.config
+        if frames.dim() != 5 or tuple(frames.shape[2:]) != tuple(cfg.obs_shape):
+            raise ValueError(f"{what} frames must be (B, T, {', '.join(map(str, cfg.obs_shape))}) uint8, "
+                             f"got {tuple(frames.shape)}")
+        if frames.dtype != torch.uint8:
+            raise ValueError(f"{what} frames must be uint8, got {frames.dtype}")
+        if actions.shape != frames.shape[:2]:
+            raise ValueError(f"{what} actions must be (B, T)={tuple(frames.shape[:2])}, got {tuple(actions.shape)}")
+        if frames.shape[1] < cfg.min_context_frames:
+            raise ValueError(f"{what}: the model needs at least {cfg.min_context_frames} context frames, "
+                             f"got {frames.shape[1]}")
+        self._check_actions(actions)
+
+    def _check_actions(self, actions: torch.Tensor) -> None:
+        n = self.config.num_actions
+        if actions.numel() and (int(actions.min()) < 0 or int(actions.max()) >= n):
+            raise ValueError(f"actions must be integers in [0, {n}), got values in "
+                             f"[{int(actions.min())}, {int(actions.max())}]")
+
+    def _noise(self, shape, gen: torch.Generator) -> torch.Tensor:
+        # drawn on the CPU so the same seed gives the same dream on every device
+        return torch.randn(shape, generator=gen).to(self.device)
+
+    @torch.no_grad()
+    def start(
+        self, context_frames: torch.Tensor, context_actions: torch.Tensor,
+        generator: torch.Generator | None = None,
+    ) -> DreamState:
+        """Warm the model on real context: frames uint8 (B, Tc, H, W, 3), actions int64 (B, Tc)."""
+        self._check_inputs(context_frames, context_actions, "context")
+        gen = generator if generator is not None else torch.Generator().manual_seed(0)
+        b, tc = context_actions.shape
+        z = self.encode_frames(context_frames)                                   # (B, Tc, C, h, w)
+        # 1. feed the context at the stabilisation level in one parallel pass (== Tc streaming steps)
+        cn = torch.full((b, tc), self.config.diffusion.context_noise, device=self.device)
+        x = add_noise(z, cn, self._noise(z.shape, gen))
+        _, _, state = self.backbone.prefill(x, context_actions.to(self.device), cn)
+        return DreamState(state, gen, tc, context_frames[:, -1].clone())
+
+    @torch.no_grad()
+    def step(self, dream: DreamState, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, DreamState]:
+        """Imagine one frame for each dream: actions int64 (B,) -> frames uint8 (B, H, W, 3), rewards (B,).
+
+        Returns the new DreamState; `dream` itself is not modified.
+        """
+        dcfg = self.config.diffusion
+        actions = actions.to(self.device).long()
+        self._check_actions(actions)
+        b = actions.shape[0]
+        c, h, w = self.config.autoencoder_latent_shape
+        ts = ddim_timesteps(dcfg.sampling_steps)
+        # 2. denoise from pure noise with DDIM, every call from the same state
+        x = self._noise((b, c, h, w), dream.generator)
+        for k in range(dcfg.sampling_steps):
+            t = ts[k].expand(b).to(self.device)
+            t_next = ts[k + 1].expand(b).to(self.device)
+            v, _, _ = self.backbone.step(x, actions, t, dream.backbone_state)
+            x, _ = ddim_update(x, v, t, t_next, eta=dcfg.eta, generator=dream.generator)
+        z0 = x
+        # 3. commit the finished frame at the stabilisation level; its features predict the reward
+        cn = torch.full((b,), dcfg.context_noise, device=self.device)
+        x_c = add_noise(z0, cn, self._noise(z0.shape, dream.generator))
+        _, feat, new_state = self.backbone.step(x_c, actions, cn, dream.backbone_state)
+        p = torch.sigmoid(self.reward_head(feat).squeeze(-1))
+        rewards = (p > 0.5).float()
+        frames = self.decode_latents(z0[:, None])[:, 0]
+        return frames, rewards, DreamState(new_state, dream.generator, dream.frames_seen + 1, frames)
+
+    @torch.no_grad()
+    def rollout(
+        self, context_frames: torch.Tensor, context_actions: torch.Tensor, future_actions: torch.Tensor,
+        generator: torch.Generator | None = None, progress: bool = False,
+    ) -> dict[str, torch.Tensor]:
+        """Open-loop imagination, batched: returns {"frames": uint8 (B, Tf, H, W, 3), "rewards": (B, Tf)}.
+
+        Memory does not grow with Tf: only the bounded streaming state is carried between frames.
+        """
+        if future_actions.dim() != 2 or future_actions.shape[0] != context_actions.shape[0]:
+            raise ValueError(f"future_actions must be (B, Tf) with B={context_actions.shape[0]}, "
+                             f"got {tuple(future_actions.shape)}")
+        dream = self.start(context_frames, context_actions, generator)
+        frames, rewards = [], []
+        it = range(future_actions.shape[1])
+        if progress:
+            from tqdm import tqdm
+            it = tqdm(it, desc="imagining", unit="frame")
+        for i in it:
+            f, r, dream = self.step(dream, future_actions[:, i])
+            frames.append(f.cpu())
+            rewards.append(r.cpu())
+        return {"frames": torch.stack(frames, 1), "rewards": torch.stack(rewards, 1)}
+
+
+# ---------------------------------------------------------------------- checkpoints
+
+
+def load(path, device: str | torch.device = "auto", ema: bool = True) -> WorldModel:
+    """Load a trained world model from a `RUN_DIR/checkpoint.pt`, ready to roll out (eval mode, EMA weights)."""
+    ckpt = torch_load(path)
+    for key in ("config", "model"):
+        if key not in ckpt:
+            raise ValueError(f"{path} is not a longdream world-model checkpoint (missing {key!r})")
+    cfg = config_from_dict(WorldModelConfig, ckpt["config"]["model"])
+    model = WorldModel(cfg)
+    weights = ckpt["ema"] if (ema and ckpt.get("ema") is not None) else ckpt["model"]
+    model.load_state_dict(weights)
+    return model.to(resolve_device(device)).eval()
+
+
+def check_model_config(expected: WorldModelConfig, stored: dict, path) -> None:
+    """Raise naming every differing field (flattened, e.g. backbone.dim) between a config and a checkpoint's."""
+    exp = _flatten(config_to_dict(expected))
+    got = _flatten(stored)
+    check_config(exp, got, what=f"checkpoint {path}")
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
