@@ -128,13 +128,16 @@ def train_autoencoder(
     cfg: AutoencoderConfig, train_paths, test_paths, out_dir, steps: int, batch_size: int = 32,
     lr: float = 2e-3, device: str | torch.device = "auto", seed: int = 0, log: bool = True,
     resume: bool = False, ckpt_every: int = 250, eval_every: int | None = None, max_eval_frames: int = 2048,
+    stop_after: int | None = None,
 ) -> tuple[Autoencoder, dict]:
     """Train stage 1 on the frames of `train_paths` and report reconstruction quality on `test_paths`.
 
     Returns the trained autoencoder (eval mode, latent statistics set) and the report dict also written to
     out_dir/autoencoder_report.json. `resume=True` continues out_dir/autoencoder.pt exactly (same batches,
     same noise, same learning-rate schedule); without it an existing checkpoint is overwritten.
-    A non-finite loss stops training with FloatingPointError and leaves the last good checkpoint in place."""
+    A non-finite loss stops training with FloatingPointError and leaves the last good checkpoint in place.
+    `stop_after` ends this call after that many steps of the run (checkpoint written, schedule unchanged), as
+    an interruption would; it then returns the unfinished model (no latent statistics) and {"stopped_at": step}."""
     from tqdm import tqdm
 
     if steps < 1 or batch_size < 1:
@@ -200,6 +203,10 @@ def train_autoencoder(
     bar = tqdm(total=steps, initial=min(step, steps), desc="autoencoder", unit="step", disable=not log,
                dynamic_ncols=True)
     while step < steps:
+        if stop_after is not None and step >= stop_after:
+            bar.close()
+            save(step)
+            return model.eval(), {"stopped_at": step}
         idx = torch.randint(len(train_frames), (batch_size,), generator=gen)
         lr_now = _lr_at(step, steps, lr, warmup)
         for g in opt.param_groups:
