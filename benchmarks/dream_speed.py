@@ -20,6 +20,8 @@ Single-process runs are interleaved over ``--rounds`` rounds and the median is r
 shared machine hit every variant alike. Speed does not depend on the weights, so by default the model is the
 ``cpu`` preset freshly initialised (the size the training issue trains); ``--checkpoint`` times a trained one.
 Contexts are real frames: the real env's own recorded run is saved as the episode the dreams start from.
+The dream env stores the autoencoder's conv weights channels-last (``decoder_layout`` times the decode both
+ways).
 Goal (issue 5): at batch 64 the dream produces frames at least as fast as the real env's single process
 (stretch: 5x).
 """
@@ -180,6 +182,38 @@ def precision_drift(model, episodes: Path, batch: int, steps: int, seed: int) ->
             "mean_abs_diff_levels": float(diff.mean()), "batch": batch, "steps": steps}
 
 
+def decoder_layouts(model, batch: int, reps: int) -> dict:
+    """ms per frame of the autoencoder decode at `batch` with the conv weights in the default (NCHW) layout vs
+    channels-last (NHWC, what the dream env uses), fp32 and bf16, interleaved; plus their largest frame
+    difference in intensity levels."""
+    import contextlib
+    import copy
+
+    import torch
+
+    c, h, w = model.config.autoencoder_latent_shape
+    z = torch.randn(batch, 1, c, h, w, generator=torch.Generator().manual_seed(0))
+    models = {"nchw": copy.deepcopy(model), "nhwc": copy.deepcopy(model)}
+    models["nchw"].autoencoder.to(memory_format=torch.contiguous_format)
+    models["nhwc"].autoencoder.to(memory_format=torch.channels_last)
+    amp = {"fp32": contextlib.nullcontext, "bf16": lambda: torch.autocast("cpu", dtype=torch.bfloat16)}
+    times: dict = {(lay, prec): [] for lay in models for prec in amp}
+    with torch.no_grad():
+        outs = {lay: m.decode_latents(z) for lay, m in models.items()}
+        for _ in range(reps):
+            for (lay, prec), ts in times.items():
+                with amp[prec]():
+                    models[lay].decode_latents(z)  # warm-up of this configuration
+                    t0 = time.perf_counter()
+                    models[lay].decode_latents(z)
+                    ts.append(time.perf_counter() - t0)
+    out = {f"{lay}_{prec}_ms_per_frame": 1e3 * statistics.median(ts) / batch
+           for (lay, prec), ts in times.items()}
+    out["max_abs_diff_levels_fp32"] = int((outs["nchw"].int() - outs["nhwc"].int()).abs().max())
+    out["batch"] = batch
+    return out
+
+
 def run(args) -> dict:
     import torch
 
@@ -197,6 +231,7 @@ def run(args) -> dict:
     _, _, episode = real_env_round(True, args.context + 8, seed=args.seed, record=True)
     save_episode(tmp / "ep_00000.npz", episode)
 
+    layouts = decoder_layouts(model, batch=max(args.batches), reps=args.rounds)
     timer = SplitTimer(model)
     keys = [(prec, b) for prec in args.precisions for b in args.batches]
     venvs = {k: DreamVectorEnv(model, tmp, num_envs=k[1], context_frames=args.context,
@@ -256,6 +291,7 @@ def run(args) -> dict:
         "dream": dream,
         "goal": goal,
         "bf16_vs_fp32": drift,
+        "decoder_layout": layouts,
         "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                     "load_average_at_end": list(os.getloadavg()), "platform": platform.platform(),
                     "cpu": _cpu_name(), "torch": torch.__version__, "rounds": args.rounds,
