@@ -118,9 +118,8 @@ def _check_spaces(model_obs, model_act, source: str, obs=None, act=None, against
     if bad_obs or bad_act:
         raise ValueError(
             f"checkpoint {source} was trained for observation space {model_obs} and action space "
-            f"{model_act}, "
-            f"but {against} has observation space {obs if obs is not None else model_obs} and action space "
-            f"{act if act is not None else model_act}")
+            f"{model_act}, but {against} has observation space {obs if obs is not None else model_obs} "
+            f"and action space {act if act is not None else model_act}")
 
 
 class ResetNeeded(gymnasium.error.ResetNeeded, RuntimeError):

@@ -153,6 +153,20 @@ def test_gymnasium_and_sb3_env_checkers_pass(model, real_episodes):
     sb3_check(DreamEnv(model, real_episodes, context_frames=CONTEXT, max_episode_steps=20), warn=True)
 
 
+def test_bf16_precision_stays_close_to_fp32(model, real_episodes):
+    """precision='bf16' imagines the fp32 frames to within a few intensity levels; other precisions are refused."""
+    runs = {}
+    for prec in ("fp32", "bf16"):
+        env = DreamEnv(model, real_episodes, context_frames=CONTEXT, precision=prec)
+        env.reset(seed=5)
+        runs[prec] = np.stack([env.step(a)[0] for a in [1, 2, 3, 1]]).astype(np.int16)
+    diff = np.abs(runs["fp32"] - runs["bf16"])
+    print(f"bf16 vs fp32: max {diff.max()} mean {diff.mean():.3f} intensity levels")
+    assert 0 < diff.max() <= 8 and diff.mean() < 1.0  # > 0: bf16 really ran
+    with pytest.raises(ValueError, match="precision='fp16'"):
+        DreamEnv(model, real_episodes, precision="fp16")
+
+
 # ---------------------------------------------------------------------- bad input
 
 
