@@ -7,7 +7,7 @@ export MUJOCO_GL ?= egl
 EPISODES ?= data/episodes/mm9
 RUN      ?= runs/demo
 
-.PHONY: help setup test test-slow lint data demo train bench clean
+.PHONY: help setup test test-slow lint data ae train demo bench clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -32,12 +32,21 @@ lint: setup  ## ruff check
 	$(BIN)/ruff check .
 
 data: setup  ## collect real Memory Maze 9x9 episodes into $(EPISODES)
-	$(BIN)/python -m envs.collect --env longdream/MemoryMaze-9x9-ExtraObs-v0 --episodes 24 --steps 500 \
+	$(BIN)/python -m envs.collect --env longdream/MemoryMaze-9x9-ExtraObs-v0 --episodes 40 --steps 500 \
 		--out $(EPISODES) --workers 2 --seed 0 --policy explore
 
 train: setup  ## train the cpu-preset world model on $(EPISODES) into $(RUN) (resumes if $(RUN) has a checkpoint)
 	$(BIN)/python -m worldmodel.train --preset cpu --episodes $(EPISODES) --run-dir $(RUN) \
 		$(if $(wildcard $(RUN)/checkpoint.pt),--resume,)
+
+ae: setup  ## train only the stage-1 autoencoder into $(RUN) (worldmodel.train does this itself when missing)
+	$(BIN)/python -m worldmodel.train_autoencoder --preset cpu --episodes $(EPISODES) --out $(RUN)
+
+bench: setup  ## quick benchmarks: collection speed, SSD, latency vs context, training cost (JSON+PNG in benchmarks/results/)
+	$(BIN)/python -m benchmarks.collect_speed
+	$(BIN)/python -m benchmarks.ssd_speed
+	$(BIN)/python -m benchmarks.latency --quick
+	$(BIN)/python -m benchmarks.train_cost --quick
 
 demo: data train  ## the main job on a small default: collect episodes, train the cpu preset, evaluate
 

@@ -4,7 +4,9 @@ Importing this package registers the Gymnasium ids (string entry points: nothing
 
     longdream/MemoryMaze-{9x9,11x11,13x13,15x15}[-ExtraObs|-Vis|-Top|-ExtraObs-Vis|-ExtraObs-Top]-v0
 
-e.g. ``gymnasium.make("longdream/MemoryMaze-9x9-ExtraObs-v0")`` after ``import envs``.
+e.g. ``gymnasium.make("longdream/MemoryMaze-9x9-ExtraObs-v0")`` after ``import envs``, and the dream env::
+
+    gymnasium.make("longdream/Dream-v0", checkpoint="runs/demo/checkpoint.pt", episodes="data/episodes/mm9")
 """
 import os
 
@@ -41,3 +43,8 @@ def _register_memory_maze() -> None:
 
 
 _register_memory_maze()
+
+if "longdream/Dream-v0" not in _gym.registry:
+    # the same registration as envs.dream.register_dream(), without importing torch here
+    _gym.register(id="longdream/Dream-v0", entry_point="envs.dream:DreamEnv",
+                  vector_entry_point="envs.dream:DreamVectorEnv")

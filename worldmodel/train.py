@@ -17,6 +17,7 @@ Axis legend: B batch, T frames, C x h x w latent grid, H x W x 3 frames.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import dataclasses
 import json
@@ -45,7 +46,7 @@ from .utils import (
 class TrainConfig:
     preset: str = "cpu"
     variant: str = "hybrid"
-    steps: int = 1500
+    steps: int = 800
     batch_size: int = 8
     # sequence-length curriculum: (fraction of training at which the stage starts, window in frames)
     curriculum: tuple[tuple[float, int], ...] = ((0.0, 32), (0.7, 48))
@@ -54,15 +55,17 @@ class TrainConfig:
     weight_decay: float = 0.01
     grad_clip: float = 1.0
     ema_decay: float = 0.999
-    ae_steps: int = 1500
+    ae_steps: int = 800
     ae_batch_size: int = 32
     test_fraction: float = 0.1
-    eval_every: int = 500
-    ckpt_every: int = 250
+    eval_every: int = 200
+    ckpt_every: int = 100
     eval_context: int = 16
     eval_horizon: int = 16
     eval_batch: int = 8
     seed: int = 0
+    precision: str = "auto"   # "auto": bf16 autocast on CUDA, fp32 on CPU; or "fp32" / "bf16"
+    compile: bool = False     # torch.compile the backbone (worth it on a GPU for long runs)
 
     def window_at(self, step: int) -> int:
         frac = step / max(self.steps, 1)
@@ -84,7 +87,7 @@ TRAIN_PRESETS = {
     "cpu": TrainConfig(preset="cpu"),
     "paper": TrainConfig(preset="paper", steps=200_000, batch_size=16, curriculum=((0.0, 400), (0.5, 800)),
                          lr=3e-4, warmup=2000, ae_steps=100_000, ae_batch_size=64, eval_every=5000,
-                         ckpt_every=1000, eval_context=400, eval_horizon=400, eval_batch=4),
+                         ckpt_every=1000, eval_context=400, eval_horizon=400, eval_batch=4, compile=True),
 }
 
 
@@ -95,14 +98,14 @@ class LatentEpisodes:
     """All training episodes encoded once to latents, kept in memory; windows sampled with a torch Generator
     (so a resumed run draws exactly the batches an uninterrupted one would)."""
 
-    def __init__(self, model: WorldModel, paths, min_frames: int, desc: str = "encoding"):
+    def __init__(self, model: WorldModel, paths, min_frames: int, desc: str = "encoding", progress: bool = True):
         from tqdm import tqdm
 
         from envs.episodes import load_episode
 
         self.z, self.actions, self.rewards, self.frames = [], [], [], []
         longest = 0
-        for p in tqdm(paths, desc=desc, unit="ep", leave=False):
+        for p in tqdm(paths, desc=desc, unit="ep", leave=False, disable=not progress):
             ep = load_episode(p)
             n = len(ep["image"])
             longest = max(longest, n)
@@ -304,8 +307,9 @@ def train(
         torch.set_rng_state(ckpt["rng"]["torch"])
         step = int(ckpt["step"])
     model.autoencoder.eval()
-    train_data = LatentEpisodes(model, train_paths, min_frames=cfg.curriculum[0][1], desc="encoding train")
-    test_data = LatentEpisodes(model, test_paths, min_frames=2, desc="encoding test")
+    train_data = LatentEpisodes(model, train_paths, min_frames=cfg.curriculum[0][1], desc="encoding train",
+                                progress=progress)
+    test_data = LatentEpisodes(model, test_paths, min_frames=2, desc="encoding test", progress=progress)
 
     def save(step_now: int) -> None:
         atomic_torch_save({
@@ -322,13 +326,23 @@ def train(
     history: list[dict] = []
     t_last, frames_since = time.perf_counter(), 0
     model.backbone.train()
+    if cfg.precision not in ("auto", "fp32", "bf16"):
+        raise ValueError(f"precision={cfg.precision!r}: expected 'auto', 'fp32' or 'bf16'")
+    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and dev.type == "cuda")
+
+    def autocast():
+        return torch.autocast(device_type=dev.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+
+    if cfg.compile:
+        model.backbone.compile()
     end = cfg.steps if stop_after is None else min(cfg.steps, step + stop_after)
     while step < end:
         window = cfg.window_at(step)
         z, a, r = train_data.sample(cfg.batch_size, window, gen)
         for g in opt.param_groups:
             g["lr"] = _lr_at(step, cfg)
-        loss, logs = model.loss(z.to(dev), a.to(dev), r.to(dev), generator=gen)
+        with autocast():
+            loss, logs = model.loss(z.to(dev), a.to(dev), r.to(dev), generator=gen)
         if not torch.isfinite(loss):
             bar.close()
             raise NonFiniteLossError(
@@ -421,12 +435,16 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--resume", action="store_true", help="continue RUN_DIR/checkpoint.pt exactly")
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    ap.add_argument("--precision", choices=["auto", "fp32", "bf16"], default=None,
+                    help="auto: bf16 autocast on CUDA, fp32 on CPU")
+    ap.add_argument("--compile", action="store_true", default=None, help="torch.compile the backbone")
     ap.add_argument("--stop-after", type=int, default=None,
                     help="stop this invocation after N steps (checkpointed; continue later with --resume)")
     args = ap.parse_args(argv)
     cfg = TRAIN_PRESETS[args.preset]
     over = {k: v for k, v in {"steps": args.steps, "ae_steps": args.ae_steps, "batch_size": args.batch_size,
-                              "lr": args.lr, "seed": args.seed, "variant": args.variant}.items() if v is not None}
+                              "lr": args.lr, "seed": args.seed, "variant": args.variant,
+                              "precision": args.precision, "compile": args.compile}.items() if v is not None}
     cfg = dataclasses.replace(cfg, **over)
     try:
         _, res = train(cfg, args.episodes, args.run_dir, resume=args.resume, device=args.device,

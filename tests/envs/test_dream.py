@@ -363,3 +363,16 @@ def test_sb3_ppo_cnn_trains_on_the_vector_env(model, real_episodes):
     lengths = [ep["l"] for ep in agent.ep_info_buffer]
     assert len(lengths) == 128 // 16 and set(lengths) == {16}
     assert any(not torch.equal(a, b) for a, b in zip(before, agent.policy.parameters()))
+
+
+def test_import_envs_registers_the_dream_id_lazily():
+    """`import envs` alone registers longdream/Dream-v0 (string entry points) pointing at DreamEnv/DreamVectorEnv."""
+    import gymnasium
+
+    import envs  # noqa: F401
+    from envs.dream import DreamEnv, DreamVectorEnv
+
+    spec = gymnasium.spec("longdream/Dream-v0")
+    assert spec.entry_point == "envs.dream:DreamEnv" and spec.vector_entry_point == "envs.dream:DreamVectorEnv"
+    assert gymnasium.envs.registration.load_env_creator(spec.entry_point) is DreamEnv
+    assert gymnasium.envs.registration.load_env_creator(spec.vector_entry_point) is DreamVectorEnv
