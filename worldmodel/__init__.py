@@ -1,1 +1,15 @@
-"""longdream.worldmodel: the long-context hybrid video world model (block-wise Mamba2 + frame-local attention)."""
+"""longdream.worldmodel: the long-context hybrid video world model (block-wise Mamba2 + frame-local attention).
+
+    import worldmodel
+    model = worldmodel.load("runs/demo/checkpoint.pt")     # trained WorldModel, eval mode, EMA weights
+    out = model.rollout(context_frames, context_actions, future_actions)
+
+Submodules are imported lazily so `import worldmodel` stays cheap and never needs optional kernels.
+"""
+
+
+def load(path, device="auto", ema: bool = True):
+    """Load a trained world model from RUN_DIR/checkpoint.pt (see worldmodel.model.load)."""
+    from .model import load as _load
+
+    return _load(path, device=device, ema=ema)

@@ -17,6 +17,7 @@ Streaming generation (constant memory and time per frame):
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -183,6 +184,13 @@ class WorldModel(nn.Module):
         }
         return loss, logs
 
+    def reward_events(self, feats: torch.Tensor) -> torch.Tensor:
+        """Per-frame features (..., D) -> predicted reward events (...) bool.
+
+        The head is trained with BCE whose positives weigh `reward_pos_weight`, so its logit estimates
+        log(w p / (1 - p)); an event is p > 1/2, i.e. logit > log(w)."""
+        return self.reward_head(feats).squeeze(-1) > math.log(self.config.reward_pos_weight)
+
     # ------------------------------------------------------------------ streaming generation
     def _check_inputs(self, frames: torch.Tensor, actions: torch.Tensor, what: str) -> None:
         cfg = self.config
@@ -231,27 +239,29 @@ class WorldModel(nn.Module):
         Returns the new DreamState; `dream` itself is not modified.
         """
         dcfg = self.config.diffusion
+        # a copy of the noise generator: `dream` stays untouched, so a planner can fork it freely
+        gen = torch.Generator()
+        gen.set_state(dream.generator.get_state())
         actions = actions.to(self.device).long()
         self._check_actions(actions)
         b = actions.shape[0]
         c, h, w = self.config.autoencoder_latent_shape
         ts = ddim_timesteps(dcfg.sampling_steps)
         # 2. denoise from pure noise with DDIM, every call from the same state
-        x = self._noise((b, c, h, w), dream.generator)
+        x = self._noise((b, c, h, w), gen)
         for k in range(dcfg.sampling_steps):
             t = ts[k].expand(b).to(self.device)
             t_next = ts[k + 1].expand(b).to(self.device)
             v, _, _ = self.backbone.step(x, actions, t, dream.backbone_state)
-            x, _ = ddim_update(x, v, t, t_next, eta=dcfg.eta, generator=dream.generator)
+            x, _ = ddim_update(x, v, t, t_next, eta=dcfg.eta, generator=gen)
         z0 = x
         # 3. commit the finished frame at the stabilisation level; its features predict the reward
         cn = torch.full((b,), dcfg.context_noise, device=self.device)
-        x_c = add_noise(z0, cn, self._noise(z0.shape, dream.generator))
+        x_c = add_noise(z0, cn, self._noise(z0.shape, gen))
         _, feat, new_state = self.backbone.step(x_c, actions, cn, dream.backbone_state)
-        p = torch.sigmoid(self.reward_head(feat).squeeze(-1))
-        rewards = (p > 0.5).float()
+        rewards = self.reward_events(feat).float()
         frames = self.decode_latents(z0[:, None])[:, 0]
-        return frames, rewards, DreamState(new_state, dream.generator, dream.frames_seen + 1, frames)
+        return frames, rewards, DreamState(new_state, gen, dream.frames_seen + 1, frames)
 
     @torch.no_grad()
     def rollout(

@@ -98,7 +98,8 @@ class LatentEpisodes:
     """All training episodes encoded once to latents, kept in memory; windows sampled with a torch Generator
     (so a resumed run draws exactly the batches an uninterrupted one would)."""
 
-    def __init__(self, model: WorldModel, paths, min_frames: int, desc: str = "encoding", progress: bool = True):
+    def __init__(self, model: WorldModel, paths, min_frames: int, desc: str = "encoding", progress: bool = True,
+                 keep_frames: bool = False):
         from tqdm import tqdm
 
         from envs.episodes import load_episode
@@ -112,7 +113,8 @@ class LatentEpisodes:
             if n < min_frames:
                 continue
             frames = torch.from_numpy(ep["image"])                               # (T, H, W, 3) uint8
-            self.frames.append(frames)
+            if keep_frames:  # only evaluation needs the real frames
+                self.frames.append(frames)
             self.z.append(model.encode_frames(frames[None])[0].cpu())            # (T, C, h, w)
             self.actions.append(torch.from_numpy(np.asarray(ep["action"]).argmax(-1)).long())
             self.rewards.append(torch.from_numpy(np.asarray(ep["reward"], dtype=np.float32)))
@@ -182,29 +184,30 @@ def evaluate(model: WorldModel, data: LatentEpisodes, cfg: TrainConfig, seed: in
         if k.startswith(("psnr_", "ssim_")):
             res[k + "_mean"] = float(np.mean(res[k]))
     # reward head on held-out windows (teacher-forced at the stabilisation noise level)
-    res.update(reward_precision_recall(model, data, window=min(64, int(data.lengths.max()))))
+    res.update(reward_precision_recall(model, data))
     res["strip"] = image_strip(real[0, :8], out["frames"][0, :8])
     return res
 
 
 @torch.no_grad()
-def reward_precision_recall(model: WorldModel, data: LatentEpisodes, window: int) -> dict:
+def reward_precision_recall(model: WorldModel, data: LatentEpisodes) -> dict:
+    """Reward events predicted on held-out episodes, each in one causal pass over the whole episode with the
+    real frames fed at the stabilisation noise level (as the dream feeds its committed frames)."""
+    from .diffusion import add_noise
+
     tp = fp = fn = 0
     cn = model.config.diffusion.context_noise
     gen = torch.Generator().manual_seed(0)
     for z, a, r in zip(data.z, data.actions, data.rewards):
-        for s in range(0, len(z) - window + 1, window):
-            zz = z[s: s + window][None].to(model.device)
-            tau = torch.full(zz.shape[:2], cn, device=model.device)
-            from .diffusion import add_noise
-
-            x = add_noise(zz, tau, torch.randn(zz.shape, generator=gen).to(zz))
-            _, feats = model.backbone(x, a[s: s + window][None].to(model.device), tau)
-            pred = (model.reward_head(feats).squeeze(-1)[0] > 0).cpu()
-            true = r[s: s + window] > 0
-            tp += int((pred & true).sum())
-            fp += int((pred & ~true).sum())
-            fn += int((~pred & true).sum())
+        zz = z[None].to(model.device)                                      # (1, T, C, h, w)
+        tau = torch.full(zz.shape[:2], cn, device=model.device)
+        x = add_noise(zz, tau, torch.randn(zz.shape, generator=gen).to(zz))
+        _, feats = model.backbone(x, a[None].to(model.device), tau)
+        pred = model.reward_events(feats)[0].cpu()
+        true = r > 0
+        tp += int((pred & true).sum())
+        fp += int((pred & ~true).sum())
+        fn += int((~pred & true).sum())
     return {
         "reward_true_positives": tp, "reward_false_positives": fp, "reward_false_negatives": fn,
         "reward_precision": tp / (tp + fp) if tp + fp else None,
@@ -261,23 +264,27 @@ def train(
     run_dir.mkdir(parents=True, exist_ok=True)
 
     # 1. episodes, split by episode
-    store = EpisodeStore(episodes)
-    train_paths, test_paths = store.split(test_fraction=cfg.test_fraction, seed=cfg.seed)
     need = cfg.max_window
-    longest = max(store.lengths) if len(store) else 0
+    try:
+        store = EpisodeStore(episodes)
+    except FileNotFoundError as e:
+        raise ValueError(f"{e}; training needs episodes of at least {need} frames, found none") from e
+    train_paths, test_paths = store.split(test_fraction=cfg.test_fraction, seed=cfg.seed)
+    lengths = dict(zip(store.paths, store.lengths))
+    longest = max((lengths[p] for p in train_paths), default=0)
     if longest < need:
         raise ValueError(f"{episodes}: training windows need episodes of at least {need} frames; "
-                         f"the longest of {len(store)} episode(s) has {longest}")
-    atomic_write_json(run_dir / "config.json", {"train": config_to_dict(cfg), "model": config_to_dict(model_cfg)})
+                         f"the longest of {len(train_paths)} training episode(s) has {longest}")
 
     # 2. stage 1: the autoencoder (trained here when the run has none)
     ae_path = run_dir / "autoencoder.pt"
-    if ae_path.exists():
+    finished = ae_path.exists() and bool(load_autoencoder(ae_path, allow_unfinished=True).stats_ready)
+    if finished:
         autoencoder = load_autoencoder(ae_path, device=dev)
-    else:
+    else:  # none yet, or interrupted mid-way: train (or continue) it
         autoencoder, _ = train_autoencoder(model_cfg.autoencoder, train_paths, test_paths, run_dir,
                                            steps=cfg.ae_steps, batch_size=cfg.ae_batch_size, device=dev,
-                                           seed=cfg.seed, log=progress)
+                                           seed=cfg.seed, log=progress, resume=ae_path.exists())
     if config_to_dict(autoencoder.config) != config_to_dict(model_cfg.autoencoder):
         check_model_config(model_cfg.autoencoder, config_to_dict(autoencoder.config), ae_path)
     for p in autoencoder.parameters():
@@ -296,20 +303,28 @@ def train(
         ckpt = torch_load(ckpt_path)
         check_model_config(model_cfg, ckpt["config"]["model"], ckpt_path)
         stored_train = config_from_dict(TrainConfig, ckpt["config"]["train"])
+        free = {"precision", "compile", "eval_every", "ckpt_every", "eval_context", "eval_horizon", "eval_batch"}
         diff = {f.name for f in dataclasses.fields(TrainConfig)
-                if getattr(stored_train, f.name) != getattr(cfg, f.name) and f.name != "steps"}
+                if getattr(stored_train, f.name) != getattr(cfg, f.name) and f.name not in free | {"steps"}}
         if diff:
             raise ValueError(f"{ckpt_path}: training config differs from the checkpoint's in {sorted(diff)}")
+        if stored_train.steps != cfg.steps:
+            import warnings
+            warnings.warn(f"resuming with steps={cfg.steps} (checkpoint planned {stored_train.steps}): the learning-"
+                          "rate schedule and curriculum follow the new length, so this is not an exact resume",
+                          stacklevel=2)
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
-        ema = ckpt["ema"]
+        ema = {k: v.to(dev) for k, v in ckpt["ema"].items()}
         gen.set_state(ckpt["rng"]["generator"])
         torch.set_rng_state(ckpt["rng"]["torch"])
         step = int(ckpt["step"])
+    atomic_write_json(run_dir / "config.json", {"train": config_to_dict(cfg), "model": config_to_dict(model_cfg)})
     model.autoencoder.eval()
     train_data = LatentEpisodes(model, train_paths, min_frames=cfg.curriculum[0][1], desc="encoding train",
                                 progress=progress)
-    test_data = LatentEpisodes(model, test_paths, min_frames=2, desc="encoding test", progress=progress)
+    test_data = LatentEpisodes(model, test_paths, min_frames=2, desc="encoding test", progress=progress,
+                               keep_frames=True)
 
     def save(step_now: int) -> None:
         atomic_torch_save({
@@ -351,6 +366,11 @@ def train(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         gnorm = torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
+        if not torch.isfinite(gnorm):
+            bar.close()
+            raise NonFiniteLossError(
+                f"non-finite gradient norm at step {step}: stopped before the update; the last good checkpoint "
+                f"{ckpt_path} (step {_ckpt_step(ckpt_path)}) was kept. Try a lower --lr.")
         opt.step()
         step += 1
         decay = min(cfg.ema_decay, (1 + step) / (10 + step))

@@ -127,6 +127,14 @@ def test_same_seed_same_frames_and_render(env):
     assert src_a == src_b
     np.testing.assert_array_equal(a, b)
     assert src_a != src_c or not np.array_equal(a, c)
+    # on one fixed context, another seed still gives other dream noise, hence other frames
+    opts = {"episode": 0, "start": 0}
+    env.reset(seed=1, options=opts)
+    f1 = env.step(1)[0]
+    env.reset(seed=2, options=opts)
+    f2 = env.step(1)[0]
+    env.reset(seed=1, options=opts)
+    assert np.array_equal(env.step(1)[0], f1) and not np.array_equal(f1, f2)
 
 
 def test_user_context_and_truncation(env, real_episodes):
@@ -369,7 +377,6 @@ def test_import_envs_registers_the_dream_id_lazily():
     """`import envs` alone registers longdream/Dream-v0 (string entry points) pointing at DreamEnv/DreamVectorEnv."""
     import gymnasium
 
-    import envs  # noqa: F401
     from envs.dream import DreamEnv, DreamVectorEnv
 
     spec = gymnasium.spec("longdream/Dream-v0")

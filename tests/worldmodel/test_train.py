@@ -64,8 +64,11 @@ def test_resume_reproduces_an_uninterrupted_run(synthetic_episodes, tmp_path):
     ca = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=True)
     cb = torch.load(tmp_path / "part" / "checkpoint.pt", weights_only=True)
     assert ca["step"] == cb["step"] == 20
-    for k in ca["model"]:
-        assert torch.equal(ca["model"][k], cb["model"][k]), k
+    for part in ("model", "ema"):
+        for k in ca[part]:
+            assert torch.equal(ca[part][k], cb[part][k]), (part, k)
+    sa, sb = ca["optimizer"]["state"], cb["optimizer"]["state"]
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[i]["exp_avg"], sb[i]["exp_avg"]) for i in sa)
 
 
 def test_rollout_shapes_and_bounded_state(synthetic_episodes, tmp_path):
@@ -165,10 +168,51 @@ def test_too_short_episodes_say_what_is_needed(synthetic_episodes, tmp_path):
 
 
 def test_empty_folder_is_named(tmp_path):
-    """An empty episode folder gives an error naming it."""
-    (tmp_path / "empty").mkdir()
-    with pytest.raises((ValueError, FileNotFoundError), match="empty"):
-        train(tiny_cfg(), tmp_path / "empty", tmp_path / "run", progress=False)
+    """An empty episode folder gives an error naming it and the frames a window needs."""
+    (tmp_path / "nothing_here").mkdir()
+    with pytest.raises(ValueError, match=r"nothing_here.*at least 12 frames"):
+        train(tiny_cfg(), tmp_path / "nothing_here", tmp_path / "run", progress=False)
+
+
+def test_interrupted_autoencoder_stage_resumes(synthetic_episodes, tmp_path):
+    """A run stopped during stage 1 (unfinished autoencoder.pt, no checkpoint.pt) finishes when re-run."""
+    from envs.episodes import EpisodeStore
+    from worldmodel.train_autoencoder import load_autoencoder, train_autoencoder
+
+    eps = synthetic_episodes(n=3, steps=20)
+    cfg = tiny_cfg(steps=3)
+    tr, te = EpisodeStore(eps).split(test_fraction=cfg.test_fraction, seed=cfg.seed)
+    model_cfg = world_model_config("tiny")
+    train_autoencoder(model_cfg.autoencoder, tr, te, tmp_path / "run", steps=cfg.ae_steps,
+                      batch_size=cfg.ae_batch_size, device="cpu", log=False, stop_after=5)
+    with pytest.raises(ValueError, match="unfinished"):
+        load_autoencoder(tmp_path / "run" / "autoencoder.pt")
+    _, res = train(cfg, eps, tmp_path / "run", progress=False)
+    assert res["steps"] == 3
+    assert bool(load_autoencoder(tmp_path / "run" / "autoencoder.pt").stats_ready)
+
+
+def test_step_leaves_the_dream_untouched_so_forks_are_free(synthetic_episodes, tmp_path):
+    """Stepping a fork of a DreamState does not change what the original produces next."""
+    eps = synthetic_episodes(n=2, steps=20)
+    train(tiny_cfg(steps=2), eps, tmp_path / "run", progress=False)
+    model = load(tmp_path / "run" / "checkpoint.pt", device="cpu")
+    dream = model.start(torch.zeros(1, 3, 64, 64, 3, dtype=torch.uint8), torch.zeros(1, 3, dtype=torch.long))
+    a, _, _ = model.step(dream, torch.tensor([1]))
+    for act in (2, 3, 4):
+        model.step(dream, torch.tensor([act]))          # a planner exploring other branches
+    b, _, _ = model.step(dream, torch.tensor([1]))
+    assert torch.equal(a, b)
+
+
+def test_worldmodel_load_is_exported(synthetic_episodes, tmp_path):
+    """`worldmodel.load(path)` returns the trained model in eval mode."""
+    import worldmodel
+
+    eps = synthetic_episodes(n=2, steps=20)
+    train(tiny_cfg(steps=2), eps, tmp_path / "run", progress=False)
+    m = worldmodel.load(tmp_path / "run" / "checkpoint.pt", device="cpu")
+    assert isinstance(m, WorldModel) and not m.training
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(synthetic_episodes, tmp_path, monkeypatch):
