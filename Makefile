@@ -47,6 +47,7 @@ bench: setup  ## quick benchmarks: collection speed, SSD, latency vs context, tr
 	$(BIN)/python -m benchmarks.ssd_speed
 	$(BIN)/python -m benchmarks.latency --quick
 	$(BIN)/python -m benchmarks.train_cost --quick
+	$(BIN)/python -m benchmarks.summary
 
 demo: data train  ## the main job on a small default: collect episodes, train the cpu preset, evaluate
 

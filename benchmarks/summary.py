@@ -75,10 +75,13 @@ def _rows() -> list[tuple[str, str, str]]:
                      "above copy-last: " + ("yes" if wm["psnr_dream_mean"] > wm["psnr_copy_last_mean"] else "no")))
     fid = _load("dream_fidelity")
     if fid:
-        m = fid.get("mean", fid)
+        m, q1, q4 = fid["mean"], fid["mean_first_quarter"], fid["mean_last_quarter"]
         rows.append(("Dream vs real env, open loop on unseen mazes (`dream_fidelity`)",
-                     ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in m.items()
-                               if isinstance(v, (int, float)))[:300], ""))
+                     f"{fid['horizon']} frames after {fid['context_frames']} of context, {fid['windows']} windows: "
+                     f"PSNR {m['psnr_dream']:.1f} dB vs copy-last {m['psnr_copy_last']:.1f} (first quarter "
+                     f"{q1['psnr_dream']:.1f} vs {q1['psnr_copy_last']:.1f}, last quarter {q4['psnr_dream']:.1f} vs "
+                     f"{q4['psnr_copy_last']:.1f}); SSIM {m['ssim_dream']:.3f} vs {m['ssim_copy_last']:.3f}",
+                     "reported (no goal)"))
     ds = _load("dream_speed")
     if ds:
         real = ds["real_env"]["steps_per_s"]
