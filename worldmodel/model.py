@@ -78,7 +78,8 @@ def world_model_config(preset: str, variant: str = "hybrid", **overrides) -> Wor
     h, w = 64 // ae.downsample, 64 // ae.downsample
     patch = {"tiny": 2, "cpu": 2, "paper": 2}[preset]
     bb = backbone_config(preset, variant, latent_channels=ae.latent_channels, latent_size=(h, w), patch=patch)
-    diff = DiffusionConfig(sampling_steps={"tiny": 2, "cpu": 4, "paper": 10}[preset])
+    # cpu: 2 DDIM steps measured better than 4, 8 or 16 on held-out PSNR/SSIM for the demo model, and faster
+    diff = DiffusionConfig(sampling_steps={"tiny": 2, "cpu": 2, "paper": 10}[preset])
     return WorldModelConfig(autoencoder=ae, backbone=bb, diffusion=diff, **overrides)
 
 
@@ -291,13 +292,23 @@ class WorldModel(nn.Module):
 # ---------------------------------------------------------------------- checkpoints
 
 
-def load(path, device: str | torch.device = "auto", ema: bool = True) -> WorldModel:
-    """Load a trained world model from a `RUN_DIR/checkpoint.pt`, ready to roll out (eval mode, EMA weights)."""
+# sampler settings: used only at generation, free to change between training and rollout
+INFERENCE_ONLY_FIELDS = ("diffusion.sampling_steps", "diffusion.context_noise", "diffusion.eta")
+
+
+def load(path, device: str | torch.device = "auto", ema: bool = True, sampling_steps: int | None = None,
+         context_noise: float | None = None) -> WorldModel:
+    """Load a trained world model from a `RUN_DIR/checkpoint.pt`, ready to roll out (eval mode, EMA weights).
+
+    `sampling_steps` / `context_noise` override the sampler settings stored with the model."""
     ckpt = torch_load(path)
     for key in ("config", "model"):
         if key not in ckpt:
             raise ValueError(f"{path} is not a longdream world-model checkpoint (missing {key!r})")
     cfg = config_from_dict(WorldModelConfig, ckpt["config"]["model"])
+    over = {k: v for k, v in (("sampling_steps", sampling_steps), ("context_noise", context_noise)) if v is not None}
+    if over:
+        cfg = dataclasses.replace(cfg, diffusion=dataclasses.replace(cfg.diffusion, **over))
     model = WorldModel(cfg)
     weights = ckpt["ema"] if (ema and ckpt.get("ema") is not None) else ckpt["model"]
     model.load_state_dict(weights)
@@ -306,8 +317,8 @@ def load(path, device: str | torch.device = "auto", ema: bool = True) -> WorldMo
 
 def check_model_config(expected: WorldModelConfig, stored: dict, path) -> None:
     """Raise naming every differing field (flattened, e.g. backbone.dim) between a config and a checkpoint's."""
-    exp = _flatten(config_to_dict(expected))
-    got = _flatten(stored)
+    exp = {k: v for k, v in _flatten(config_to_dict(expected)).items() if k not in INFERENCE_ONLY_FIELDS}
+    got = {k: v for k, v in _flatten(stored).items() if k not in INFERENCE_ONLY_FIELDS}
     check_config(exp, got, what=f"checkpoint {path}")
 
 

@@ -232,3 +232,18 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(synthetic_episodes, t
     ck = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
     assert ck["step"] == 10
     assert all(torch.isfinite(v).all() for v in ck["model"].values() if v.dtype.is_floating_point)
+
+
+def test_sampler_settings_are_inference_only(synthetic_episodes, tmp_path):
+    """Sampling steps can be overridden at load and differ on resume without a config error; other fields cannot."""
+    eps = synthetic_episodes(n=2, steps=20)
+    train(tiny_cfg(steps=2), eps, tmp_path / "run", progress=False)
+    m = load(tmp_path / "run" / "checkpoint.pt", device="cpu", sampling_steps=5, context_noise=0.2)
+    assert m.config.diffusion.sampling_steps == 5 and m.config.diffusion.context_noise == 0.2
+    base = world_model_config("tiny")
+    more_steps = dataclasses.replace(base, diffusion=dataclasses.replace(base.diffusion, sampling_steps=7))
+    _, res = train(tiny_cfg(steps=3), eps, tmp_path / "run", resume=True, progress=False, model_cfg=more_steps)
+    assert res["steps"] == 3
+    other = dataclasses.replace(base, diffusion=dataclasses.replace(base.diffusion, clean_prefix_prob=0.2))
+    with pytest.raises(ValueError, match="clean_prefix_prob"):
+        train(tiny_cfg(steps=4), eps, tmp_path / "run", resume=True, progress=False, model_cfg=other)
