@@ -111,6 +111,20 @@ def _spaces_of(model) -> tuple[spaces.Box, spaces.Discrete]:
     return obs, act
 
 
+def _setup(env, checkpoint, device, precision, observation_space, action_space, render_mode, name):
+    """What DreamEnv and DreamVectorEnv share: check render_mode, load the model, set precision, and return the
+    model's (observation, action) spaces after checking them against the ones the caller asks for."""
+    if render_mode is not None and render_mode not in env.metadata["render_modes"]:
+        raise ValueError(f"render_mode={render_mode!r}: {name} supports {env.metadata['render_modes']}")
+    env.model, env.source = _load_model(checkpoint, device)
+    env.precision = precision
+    env._amp = _autocast(env.model, precision)
+    obs_space, act_space = _spaces_of(env.model)
+    _check_spaces(obs_space, act_space, env.source, observation_space, action_space,
+                  "the env it is asked to stand in for")
+    return obs_space, act_space
+
+
 def _check_spaces(model_obs, model_act, source: str, obs=None, act=None, against: str = "") -> None:
     """Raise naming both sides when the checkpoint's spaces differ from the expected ones."""
     bad_obs = obs is not None and obs != model_obs
@@ -352,15 +366,8 @@ class DreamEnv(gymnasium.Env):
         render_mode: str | None = "rgb_array", observation_space: spaces.Space | None = None,
         action_space: spaces.Space | None = None, precision: str = "fp32",
     ):
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode={render_mode!r}: DreamEnv supports "
-                             f"{self.metadata['render_modes']}")
-        self.model, self.source = _load_model(checkpoint, device)
-        self.precision = precision
-        self._amp = _autocast(self.model, precision)
-        self.observation_space, self.action_space = _spaces_of(self.model)
-        _check_spaces(self.observation_space, self.action_space, self.source, observation_space,
-                      action_space, "the env it is asked to stand in for")
+        self.observation_space, self.action_space = _setup(
+            self, checkpoint, device, precision, observation_space, action_space, render_mode, "DreamEnv")
         self.min_context_frames = int(self.model.config.min_context_frames)
         self.context_frames = int(context_frames if context_frames is not None
                                   else max(self.min_context_frames, DEFAULT_CONTEXT_FRAMES))
@@ -484,15 +491,8 @@ class DreamVectorEnv(VectorEnv):
     ):
         if num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode={render_mode!r}: DreamVectorEnv supports "
-                             f"{self.metadata['render_modes']}")
-        self.model, self.source = _load_model(checkpoint, device)
-        self.precision = precision
-        self._amp = _autocast(self.model, precision)
-        self.single_observation_space, self.single_action_space = _spaces_of(self.model)
-        _check_spaces(self.single_observation_space, self.single_action_space, self.source, observation_space,
-                      action_space, "the env it is asked to stand in for")
+        self.single_observation_space, self.single_action_space = _setup(
+            self, checkpoint, device, precision, observation_space, action_space, render_mode, "DreamVectorEnv")
         self.num_envs = int(num_envs)
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
