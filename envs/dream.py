@@ -111,9 +111,11 @@ def _spaces_of(model) -> tuple[spaces.Box, spaces.Discrete]:
     return obs, act
 
 
-def _setup(env, checkpoint, device, precision, observation_space, action_space, render_mode, name):
-    """What DreamEnv and DreamVectorEnv share: check render_mode, load the model, set precision, and return the
-    model's (observation, action) spaces after checking them against the ones the caller asks for."""
+def _setup(env, checkpoint, device, precision, observation_space, action_space, render_mode, name,
+           context_frames, max_episode_steps):
+    """What DreamEnv and DreamVectorEnv share: check render_mode, load the model, set precision, context length
+    and episode limit, and return the model's (observation, action) spaces after checking them against the ones
+    the caller asks for."""
     if render_mode is not None and render_mode not in env.metadata["render_modes"]:
         raise ValueError(f"render_mode={render_mode!r}: {name} supports {env.metadata['render_modes']}")
     env.model, env.source = _load_model(checkpoint, device)
@@ -122,6 +124,14 @@ def _setup(env, checkpoint, device, precision, observation_space, action_space, 
     obs_space, act_space = _spaces_of(env.model)
     _check_spaces(obs_space, act_space, env.source, observation_space, action_space,
                   "the env it is asked to stand in for")
+    env.min_context_frames = int(env.model.config.min_context_frames)
+    env.context_frames = int(context_frames if context_frames is not None
+                             else max(env.min_context_frames, DEFAULT_CONTEXT_FRAMES))
+    _check_context_length(env.context_frames, env.min_context_frames, f"context_frames={env.context_frames}")
+    if max_episode_steps < 1:
+        raise ValueError(f"max_episode_steps must be >= 1, got {max_episode_steps}")
+    env.max_episode_steps = int(max_episode_steps)
+    env.render_mode = render_mode
     return obs_space, act_space
 
 
@@ -367,16 +377,8 @@ class DreamEnv(gymnasium.Env):
         action_space: spaces.Space | None = None, precision: str = "fp32",
     ):
         self.observation_space, self.action_space = _setup(
-            self, checkpoint, device, precision, observation_space, action_space, render_mode, "DreamEnv")
-        self.min_context_frames = int(self.model.config.min_context_frames)
-        self.context_frames = int(context_frames if context_frames is not None
-                                  else max(self.min_context_frames, DEFAULT_CONTEXT_FRAMES))
-        _check_context_length(self.context_frames, self.min_context_frames,
-                              f"context_frames={self.context_frames}")
-        if max_episode_steps < 1:
-            raise ValueError(f"max_episode_steps must be >= 1, got {max_episode_steps}")
-        self.max_episode_steps = int(max_episode_steps)
-        self.render_mode = render_mode
+            self, checkpoint, device, precision, observation_space, action_space, render_mode, "DreamEnv",
+            context_frames, max_episode_steps)
         self.contexts = None if episodes is None else ContextSampler(
             episodes, self.observation_space.shape, self.action_space.n, self.source)
         self._dream = None
@@ -492,19 +494,11 @@ class DreamVectorEnv(VectorEnv):
         if num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
         self.single_observation_space, self.single_action_space = _setup(
-            self, checkpoint, device, precision, observation_space, action_space, render_mode, "DreamVectorEnv")
+            self, checkpoint, device, precision, observation_space, action_space, render_mode, "DreamVectorEnv",
+            context_frames, max_episode_steps)
         self.num_envs = int(num_envs)
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
-        self.min_context_frames = int(self.model.config.min_context_frames)
-        self.context_frames = int(context_frames if context_frames is not None
-                                  else max(self.min_context_frames, DEFAULT_CONTEXT_FRAMES))
-        _check_context_length(self.context_frames, self.min_context_frames,
-                              f"context_frames={self.context_frames}")
-        if max_episode_steps < 1:
-            raise ValueError(f"max_episode_steps must be >= 1, got {max_episode_steps}")
-        self.max_episode_steps = int(max_episode_steps)
-        self.render_mode = render_mode
         self.contexts = ContextSampler(episodes, self.single_observation_space.shape,
                                        self.single_action_space.n, self.source)
         self._dream = None
