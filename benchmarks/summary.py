@@ -71,7 +71,7 @@ def _rows() -> list[tuple[str, str, str]]:
                      f"context; reward events P/R held-out {_fmt(wm.get('reward_precision'))}/"
                      f"{_fmt(wm.get('reward_recall'))} ({_events(wm, 'reward')} events), training episodes "
                      f"{_fmt(wm.get('reward_train_precision'))}/{_fmt(wm.get('reward_train_recall'))} "
-                     f"({_events(wm, 'reward_train')} events)",
+                     f"({_events(wm, 'reward_train')} events)" + _extra_reward(wm),
                      "above copy-last: " + ("yes" if wm["psnr_dream_mean"] > wm["psnr_copy_last_mean"] else "no")))
     fid = _load("dream_fidelity")
     if fid:
@@ -95,6 +95,14 @@ def _rows() -> list[tuple[str, str, str]]:
                      f"batch 64 >= real env: {'met' if b64 >= real else f'missed in fp32 ({b64 / real:.2f}x)'}"
                      + (f", bf16 {bf / real:.2f}x" if bf else "")))
     return rows
+
+
+def _extra_reward(wm: dict) -> str:
+    x = wm.get("reward_extra")
+    if not x:
+        return ""
+    return (f", {x['episodes']} more unseen episodes {_fmt(x.get('reward_precision'))}/"
+            f"{_fmt(x.get('reward_recall'))} ({_events(x, 'reward')} events)")
 
 
 def _events(d: dict, prefix: str) -> int:

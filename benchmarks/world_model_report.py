@@ -21,12 +21,28 @@ import numpy as np
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+def reward_on_folder(checkpoint: Path, folder: Path) -> dict:
+    """Reward-event precision/recall of a trained model on every episode of `folder` (teacher-forced, one causal
+    pass per episode at the stabilisation noise level)."""
+    import worldmodel
+    from envs.episodes import EpisodeStore
+    from worldmodel.train import LatentEpisodes, reward_precision_recall
+
+    model = worldmodel.load(checkpoint, device="cpu")
+    store = EpisodeStore(folder)
+    data = LatentEpisodes(model, store.paths, min_frames=2, desc="encoding reward episodes")
+    return {"episodes_folder": str(folder), "episodes": len(store), **reward_precision_recall(model, data)}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.world_model_report", description=__doc__.splitlines()[0])
     ap.add_argument("--run-dir", type=Path, default=Path("runs/demo"))
     ap.add_argument("--name", default="world_model_cpu", help="result file stem in benchmarks/results/")
     ap.add_argument("--wall-time-s", type=float, default=None, help="training wall time to record (seconds)")
     ap.add_argument("--note", default=None, help="free text stored in the JSON (e.g. machine load)")
+    ap.add_argument("--reward-episodes", type=Path, default=None,
+                    help="extra held-out episode folder (e.g. collected with other seeds) on which to measure the "
+                         "reward head's precision/recall with RUN_DIR/checkpoint.pt")
     args = ap.parse_args(argv)
     ev_path, cfg_path = args.run_dir / "eval.json", args.run_dir / "config.json"
     for p in (ev_path, cfg_path):
@@ -38,6 +54,8 @@ def main(argv=None) -> int:
     cfg = json.loads(cfg_path.read_text())
     out = {"benchmark": args.name, "run_dir": str(args.run_dir), "wall_time_s": args.wall_time_s, "note": args.note,
            **{k: v for k, v in ev.items() if k != "history_tail"}, "config": cfg}
+    if args.reward_episodes is not None:
+        out["reward_extra"] = reward_on_folder(args.run_dir / "checkpoint.pt", args.reward_episodes)
 
     import matplotlib
 
