@@ -23,7 +23,6 @@ cores, and the parallel number shows contention rather than our scaling.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import resource
@@ -177,6 +176,8 @@ def plot(result: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from worldmodel.utils import save_figure
+
     names = list(result["steps_per_s"])
     values = [result["steps_per_s"][n] for n in names]
     stock = result["steps_per_s"]["stock"]
@@ -192,8 +193,7 @@ def plot(result: dict, path: Path) -> None:
     ax.set_title(f"{result['env']} steps/s (64x64), {cores} cores; parallel CPU share {share:.2f}",
                  fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 def main(argv=None) -> int:
@@ -209,11 +209,10 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=str(RESULTS / "collect_speed.json"))
     args = p.parse_args(argv)
     result = run(size=args.size, steps=args.steps, rounds=args.rounds, workers=args.workers, seed=args.seed)
+    from worldmodel.utils import atomic_write_json
+
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(tmp, out)
+    atomic_write_json(out, result)
     plot(result, out.with_suffix(".png"))
     sps, up = result["steps_per_s"], result["speedup_vs_stock"]
     print(" | ".join(f"{k}: {v:.0f} steps/s" for k, v in sps.items()))

@@ -25,7 +25,6 @@ it (or on 3 short episodes collected here when not given). ``--quick`` writes to
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import sys
 import tempfile
@@ -166,7 +165,7 @@ def plot(res: dict, strip: np.ndarray, idx: np.ndarray, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from worldmodel.utils import atomic_write_bytes
+    from worldmodel.utils import save_figure
 
     ps = res["per_step"]
     steps = np.arange(1, res["horizon"] + 1)
@@ -190,10 +189,7 @@ def plot(res: dict, strip: np.ndarray, idx: np.ndarray, path: Path) -> None:
                  fontsize=9)
     ax.axis("off")
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    save_figure(fig, path)
 
 
 def quick_model(episodes: Path | None, workdir: Path):

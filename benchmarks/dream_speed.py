@@ -332,14 +332,13 @@ def _cpu_name() -> str:
 
 
 def plot(res: dict, path: Path) -> None:
-    import io
 
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from worldmodel.utils import atomic_write_bytes
+    from worldmodel.utils import save_figure
 
     precs = list(res["dream"])
     batches = list(res["dream"][precs[0]])
@@ -372,10 +371,7 @@ def plot(res: dict, path: Path) -> None:
     ax2.tick_params(axis="x", labelsize=8)
     ax2.legend(fontsize=8)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    save_figure(fig, path)
 
 
 def main(argv=None) -> int:

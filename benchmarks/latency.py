@@ -21,53 +21,21 @@ attention visibly growing.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
 import torch
 
 from worldmodel.backbone import Backbone, backbone_config, count_parameters, state_nbytes
+from worldmodel.utils import atomic_write_json, resolve_device, save_figure
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
 # ----------------------------------------------------------------------------- helpers shared by benchmarks
-
-
-def write_json_atomic(path: str | os.PathLike, obj) -> Path:
-    """Write JSON via a temp file in the same directory + os.replace."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def save_figure_atomic(fig, path: str | os.PathLike) -> Path:
-    """Save a matplotlib figure as PNG via a temp file in the same directory + os.replace."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def machine() -> dict:
@@ -79,12 +47,6 @@ def machine() -> dict:
         "cpu": platform.processor() or platform.machine(),
         "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
     }
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def rss_mb() -> float | None:
@@ -180,8 +142,7 @@ def plot(records: list[dict], path: Path) -> None:
         ax.set_title(title)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend()
-    save_figure_atomic(fig, path)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main(argv=None) -> list[dict]:
@@ -257,7 +218,7 @@ def main(argv=None) -> list[dict]:
     for r in records:
         r["meta"] = meta
     out = Path(args.out)
-    write_json_atomic(out, records)
+    atomic_write_json(out, records)
     plot(records, out.with_suffix(".png"))
     print(f"wrote {out} and {out.with_suffix('.png')}")
     return records

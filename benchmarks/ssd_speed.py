@@ -20,8 +20,9 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.latency import RESULTS, machine, save_figure_atomic, write_json_atomic
+from benchmarks.latency import RESULTS, machine
 from worldmodel.ssd import ssd_chunked, ssd_ref
+from worldmodel.utils import atomic_write_json, save_figure
 
 
 def _time(fn, args: tuple, repeats: int) -> tuple[float, object]:
@@ -83,7 +84,7 @@ def main(argv=None) -> list[dict]:
         print(f"{r['batch']:>6}{r['T']:>6}{r['chunked_ms']:>12.1f}{r['sequential_ms']:>15.1f}{r['speedup']:>9.1f}x"
               f"{r['max_abs_err_y']:>10.1e}{r['max_abs_err_state']:>13.1e}")
     out = Path(args.out)
-    write_json_atomic(out, records)
+    atomic_write_json(out, records)
 
     import matplotlib
 
@@ -108,8 +109,7 @@ def main(argv=None) -> list[dict]:
     ax.set_title(f"SSD scan, {h} heads x {d}, state {n}")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(loc="upper left", fontsize=8)
-    save_figure_atomic(fig, out.with_suffix(".png"))
-    plt.close(fig)
+    save_figure(fig, out.with_suffix(".png"))
     print(f"wrote {out} and {out.with_suffix('.png')}")
     return records
 

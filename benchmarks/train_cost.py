@@ -22,8 +22,9 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.latency import RESULTS, machine, resolve_device, save_figure_atomic, sync, write_json_atomic
+from benchmarks.latency import RESULTS, machine, sync
 from worldmodel.backbone import Backbone, backbone_config, count_parameters
+from worldmodel.utils import atomic_write_json, resolve_device, save_figure
 
 
 def time_iteration(model: Backbone, batch: int, frames: int, repeats: int, device: torch.device,
@@ -102,7 +103,7 @@ def main(argv=None) -> list[dict]:
         print(f"{r['variant']:<15}{r['batch']:>6}{r['frames']:>7}{r['ms_per_iter']:>10.0f}"
               f"{r['tokens_per_s']:>10.0f}{r['params']:>10}")
     out = Path(args.out)
-    write_json_atomic(out, records)
+    atomic_write_json(out, records)
 
     import matplotlib
 
@@ -120,8 +121,7 @@ def main(argv=None) -> list[dict]:
     ax.set_title(f"training cost, {args.preset} preset, batch {batch}")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
-    save_figure_atomic(fig, out.with_suffix(".png"))
-    plt.close(fig)
+    save_figure(fig, out.with_suffix(".png"))
     print(f"wrote {out} and {out.with_suffix('.png')}")
     return records
 

@@ -11,7 +11,6 @@ real | dream | error.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import sys
 from pathlib import Path
@@ -62,7 +61,7 @@ def main(argv=None) -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from worldmodel.utils import atomic_write_bytes, atomic_write_json
+    from worldmodel.utils import atomic_write_json, save_figure
 
     steps = np.arange(1, ev["horizon"] + 1)
     strip_path = args.run_dir / "strip.png"
@@ -85,9 +84,7 @@ def main(argv=None) -> int:
         ax.axis("off")
     fig.suptitle(f"{args.name}: held-out open loop, {ev['windows']} windows from {ev['episodes']} unseen episodes")
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    atomic_write_bytes(RESULTS / f"{args.name}.png", buf.getvalue())
+    save_figure(fig, RESULTS / f"{args.name}.png", dpi=90)
     atomic_write_json(RESULTS / f"{args.name}.json", out)
     print(f"wrote {RESULTS / args.name}.json and .png")
     return 0

@@ -157,12 +157,6 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _write_json_atomic(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
-
-
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -248,7 +242,9 @@ def collect(cfg: CollectConfig, progress: bool = True) -> dict:
         "versions": _versions(),
         "created": (old or {}).get("created", time.strftime("%Y-%m-%dT%H:%M:%S")),
     }
-    _write_json_atomic(out / MANIFEST, manifest)
+    from worldmodel.utils import atomic_write_json
+
+    atomic_write_json(out / MANIFEST, manifest)
     remove_stale_temp_files(out)
 
     todo = [i for i in range(cfg.episodes) if not _done(out, i)]

@@ -528,9 +528,7 @@ class DreamVectorEnv(VectorEnv):
         else:
             idx = torch.from_numpy(slots.astype(np.int64))
             merged = state_put(self._dream.backbone_state, idx, sub.backbone_state, self.num_envs)
-            last = self._dream.last_frame.clone()
-            last[idx.to(last.device)] = sub.last_frame.to(last.device)
-            self._dream = type(self._dream)(merged, self._gen, self._dream.frames_seen, last)
+            self._dream = type(self._dream)(merged, self._gen)
         self._frames[slots] = frames[:, -1]
         self._t[slots] = 0
         for j, s in zip(slots, sources):

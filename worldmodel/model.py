@@ -57,6 +57,10 @@ class WorldModelConfig:
             raise ValueError(
                 f"backbone.num_actions={self.backbone.num_actions} != num_actions={self.num_actions}"
             )
+        ae = self.autoencoder
+        if tuple(self.obs_shape) != (ae.image_size, ae.image_size, ae.image_channels):
+            raise ValueError(f"obs_shape={tuple(self.obs_shape)} != the autoencoder's frames "
+                             f"{(ae.image_size, ae.image_size, ae.image_channels)}")
         lat = self.autoencoder_latent_shape
         if (self.backbone.latent_channels, *self.backbone.latent_size) != lat:
             raise ValueError(
@@ -66,18 +70,14 @@ class WorldModelConfig:
 
     @property
     def autoencoder_latent_shape(self) -> tuple[int, int, int]:
-        ae = self.autoencoder
-        h = self.obs_shape[0] // ae.downsample
-        w = self.obs_shape[1] // ae.downsample
-        return (ae.latent_channels, h, w)
+        return self.autoencoder.latent_shape
 
 
 def world_model_config(preset: str, variant: str = "hybrid", **overrides) -> WorldModelConfig:
     """The world model of a preset ("tiny", "cpu", "paper"); `variant` picks a backbone baseline."""
     ae = autoencoder_config(preset)
-    h, w = 64 // ae.downsample, 64 // ae.downsample
-    patch = {"tiny": 2, "cpu": 2, "paper": 2}[preset]
-    bb = backbone_config(preset, variant, latent_channels=ae.latent_channels, latent_size=(h, w), patch=patch)
+    c, h, w = ae.latent_shape
+    bb = backbone_config(preset, variant, latent_channels=c, latent_size=(h, w), patch=2)
     # cpu: 2 DDIM steps measured better than 4, 8 or 16 on held-out PSNR/SSIM for the demo model, and faster
     diff = DiffusionConfig(sampling_steps={"tiny": 2, "cpu": 2, "paper": 10}[preset])
     return WorldModelConfig(autoencoder=ae, backbone=bb, diffusion=diff, **overrides)
@@ -115,11 +115,10 @@ def _tuplify(v):
 
 @dataclass
 class DreamState:
-    """What a running batch of dreams carries between frames: bounded in size whatever the rollout length."""
+    """What a running batch of dreams carries between frames: bounded in size whatever the rollout length
+    (the frame count per dream is the backbone state's `t`)."""
     backbone_state: Any
     generator: torch.Generator
-    frames_seen: int
-    last_frame: torch.Tensor  # uint8 (B, H, W, 3): the latest real or imagined frame
 
 
 class WorldModel(nn.Module):
@@ -231,7 +230,7 @@ class WorldModel(nn.Module):
         cn = torch.full((b, tc), self.config.diffusion.context_noise, device=self.device)
         x = add_noise(z, cn, self._noise(z.shape, gen))
         _, _, state = self.backbone.prefill(x, context_actions.to(self.device), cn)
-        return DreamState(state, gen, tc, context_frames[:, -1].clone())
+        return DreamState(state, gen)
 
     @torch.no_grad()
     def step(self, dream: DreamState, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, DreamState]:
@@ -262,7 +261,7 @@ class WorldModel(nn.Module):
         _, feat, new_state = self.backbone.step(x_c, actions, cn, dream.backbone_state)
         rewards = self.reward_events(feat).float()
         frames = self.decode_latents(z0[:, None])[:, 0]
-        return frames, rewards, DreamState(new_state, gen, dream.frames_seen + 1, frames)
+        return frames, rewards, DreamState(new_state, gen)
 
     @torch.no_grad()
     def rollout(

@@ -395,15 +395,11 @@ def train(
 
     # 4. final evaluation with the EMA weights (reward events also on the training episodes: held-out
     #    episodes hold few of them, and the gap shows memorisation)
-    res = _eval_ema(model, ema, test_data, cfg)
-    live = copy.deepcopy(model.state_dict())
-    model.load_state_dict(ema)
+    model.load_state_dict(ema)  # the returned model carries the EMA weights
     model.eval()
+    res = evaluate(model, test_data, cfg)
     train_pr = reward_precision_recall(model, train_data)
     res.update({k.replace("reward_", "reward_train_"): v for k, v in train_pr.items()})
-    model.load_state_dict(live)
-    model.load_state_dict(ema)
-    model.eval()
     strip = res.pop("strip", None)
     if strip is not None:
         save_png(run_dir / "strip.png", strip, scale=2)

@@ -36,6 +36,7 @@ __all__ = [
     "to_uint8_hwc",
     "image_strip",
     "save_png",
+    "save_figure",
 ]
 
 
@@ -262,4 +263,14 @@ def save_png(path: str | os.PathLike, image: np.ndarray, scale: int = 1) -> Path
 
     buf = io.BytesIO()
     Image.fromarray(image).save(buf, format="png")
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def save_figure(fig, path: str | os.PathLike, dpi: int = 110) -> Path:
+    """Save a matplotlib figure as PNG atomically (render to memory, then temp file + rename) and close it."""
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
     return atomic_write_bytes(path, buf.getvalue())

@@ -262,10 +262,8 @@ def test_state_put_replaces_only_the_chosen_slots(model, real_episodes):
     assert same(state_take(merged, keep, 3), state_take(batch.backbone_state, keep, 3))
     assert not same(merged, batch.backbone_state)
     a = torch.tensor([1, 2, 3])
-    f_old, r_old, s_old = model.step(type(batch)(batch.backbone_state, torch.Generator().manual_seed(9), 6,
-                                                 batch.last_frame), a)
-    f_new, r_new, s_new = model.step(type(batch)(merged, torch.Generator().manual_seed(9), 6,
-                                                 batch.last_frame), a)
+    f_old, r_old, s_old = model.step(type(batch)(batch.backbone_state, torch.Generator().manual_seed(9)), a)
+    f_new, r_new, s_new = model.step(type(batch)(merged, torch.Generator().manual_seed(9)), a)
     assert torch.equal(f_old[keep], f_new[keep]) and torch.equal(r_old[keep], r_new[keep])
     assert same(state_take(s_old.backbone_state, keep, 3), state_take(s_new.backbone_state, keep, 3))
     assert not same(state_take(s_old.backbone_state, idx, 3), state_take(s_new.backbone_state, idx, 3))
@@ -312,8 +310,7 @@ def test_vector_env_autoresets_in_the_same_step(model, real_episodes):
     before = vec.dream
     gen = torch.Generator()
     gen.set_state(before.generator.get_state())
-    expect, _, _ = model.step(type(before)(before.backbone_state, gen, before.frames_seen, before.last_frame),
-                              torch.from_numpy(acts))
+    expect, _, _ = model.step(type(before)(before.backbone_state, gen), torch.from_numpy(acts))
     obs, rew, term, trunc, info = vec.step(acts)
     assert trunc.all() and not term.any() and info["_final_obs"].all()
     for j in range(3):
