@@ -62,7 +62,7 @@ def dream_windows(model, episodes, ctx_frames, ctx_actions, future_actions, seed
     """Open-loop dreams for K windows at once: imagined frames (K, Tf, H, W, 3) and rewards (K, Tf)."""
     from tqdm import tqdm
 
-    from envs.dream import DreamVectorEnv
+    from envs.dream_vector import DreamVectorEnv
 
     k, tc = ctx_actions.shape
     tf = future_actions.shape[1]

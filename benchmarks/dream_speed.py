@@ -162,7 +162,7 @@ def precision_drift(model, episodes: Path, batch: int, steps: int, seed: int) ->
     """Per-step PSNR between bf16 and fp32 dreams from the same contexts, noise and actions."""
     import torch
 
-    from envs.dream import DreamVectorEnv
+    from envs.dream_vector import DreamVectorEnv
     from worldmodel.autoencoder import frames_to_float
     from worldmodel.metrics import psnr
 
@@ -217,7 +217,7 @@ def decoder_layouts(model, batch: int, reps: int) -> dict:
 def run(args) -> dict:
     import torch
 
-    from envs.dream import DreamVectorEnv
+    from envs.dream_vector import DreamVectorEnv
     from envs.episodes import save_episode
     from worldmodel.model import WorldModel, load, world_model_config
 

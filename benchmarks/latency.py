@@ -29,7 +29,8 @@ from pathlib import Path
 
 import torch
 
-from worldmodel.backbone import Backbone, backbone_config, count_parameters, state_nbytes
+from worldmodel.backbone import Backbone, backbone_config, count_parameters
+from worldmodel.state import state_nbytes
 from worldmodel.utils import atomic_write_json, resolve_device, save_figure
 
 RESULTS = Path(__file__).resolve().parent / "results"

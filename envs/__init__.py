@@ -45,6 +45,9 @@ def _register_memory_maze() -> None:
 _register_memory_maze()
 
 if "longdream/Dream-v0" not in _gym.registry:
-    # the same registration as envs.dream.register_dream(), without importing torch here
+    # The one registration of the dream env: string entry points, so nothing heavy (torch) is imported here.
+    # No passive env checker: Gymnasium's (1.x) marks its first reset/step as checked before the call, so after
+    # a first reset that raised (e.g. a bad option) every later step() died in the checker with a TypeError
+    # instead of the env's own messages. The env passes Gymnasium's and SB3's full check_env in the tests.
     _gym.register(id="longdream/Dream-v0", entry_point="envs.dream:DreamEnv",
-                  vector_entry_point="envs.dream:DreamVectorEnv")
+                  vector_entry_point="envs.dream_vector:DreamVectorEnv", disable_env_checker=True)

@@ -1,4 +1,7 @@
-"""Episode files: read, validate, write, split, and serve fixed-length windows to PyTorch.
+"""Episode files, the data layer: read, validate, write, split, and sample fixed-length windows.
+
+Everything else builds on this module (real envs and collection, the world model, the dream env); it imports
+only numpy and torch, never another module of ours.
 
 Format: one ``.npz`` per episode with the keys of the official Memory Maze offline dataset
 (https://github.com/jurgisp/memory-maze, "Offline Dataset"); every array has a leading time axis of
@@ -34,27 +37,27 @@ finite numbers). Every problem raises :class:`EpisodeError`, whose message start
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import warnings
 import zipfile
 import zlib
-from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, get_worker_info
 
 __all__ = [
     "OFFICIAL_KEYS",
     "REQUIRED_KEYS",
     "EpisodeError",
     "EpisodeStore",
-    "WindowDataset",
+    "WindowSampler",
     "check_episode",
     "episode_length",
+    "file_digest",
     "load_episode",
     "read_header",
     "save_episode",
@@ -102,10 +105,11 @@ def read_header(path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
     header = {}
     try:
         with zipfile.ZipFile(path) as zf:
-            for name in zf.namelist():
+            for info in zf.infolist():
+                name = info.filename
                 if not name.endswith(".npy"):
                     continue
-                with zf.open(name) as f:
+                with zf.open(info) as f:
                     version = np.lib.format.read_magic(f)
                     if version == (1, 0):
                         shape, _, dtype = np.lib.format.read_array_header_1_0(f)
@@ -114,13 +118,36 @@ def read_header(path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
                     else:  # rare (3, 0): read the member itself
                         arr = np.lib.format.read_array(f, allow_pickle=False)
                         shape, dtype = arr.shape, arr.dtype
-                header[name[: -len(".npy")]] = (tuple(shape), np.dtype(dtype))
+                    data_offset = f.tell()
+                key, dtype = name[: -len(".npy")], np.dtype(dtype)
+                # A header may lie about the shape (a forged or corrupt file): the data behind it must be
+                # at least as large as the shape says, or the length would set sampling weights and
+                # allocations that the file cannot back. `file_size` is the member's uncompressed size as
+                # the archive records it; decompression later checks that too (CRC and length).
+                claimed = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+                held = info.file_size - data_offset
+                if not dtype.hasobject and claimed > held:
+                    raise EpisodeError(path, f"'{key}' header claims shape {tuple(shape)} ({claimed} bytes) but "
+                                             f"the archive member holds only {max(held, 0)} bytes of data "
+                                             f"(forged or corrupt header)")
+                header[key] = (tuple(shape), dtype)
+    except EpisodeError:
+        raise
     except _READ_ERRORS as e:
         raise EpisodeError(path, f"not a readable .npz archive (corrupt or truncated?): "
                                  f"{type(e).__name__}: {e}") from e
     if not header:
         raise EpisodeError(path, "the archive holds no arrays")
     return header
+
+
+def file_digest(path) -> str:
+    """SHA-256 (hex) of a file's bytes: identifies an episode file's content, e.g. to record a train/test split."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def _check_shapes(path, shapes: dict[str, tuple[tuple[int, ...], np.dtype]]) -> int:
@@ -254,10 +281,13 @@ def save_episode(path, data: dict[str, np.ndarray]) -> Path:
 
 # --- a folder of episodes ---------------------------------------------------------------------------------
 class EpisodeStore:
-    """The episode files (``*.npz``, sorted) of one folder, header-checked.
+    """The episode files (``*.npz``, sorted) of one folder, header-checked; loads validate values too.
 
-    ``skip_bad=False`` raises :class:`EpisodeError` on the first bad file; ``skip_bad=True`` leaves bad files
-    out, lists them in ``.bad`` as ``(path, reason)`` and warns once with the list.
+    Bad files are reported one way everywhere: ``skip_bad=False`` raises :class:`EpisodeError` naming the file;
+    ``skip_bad=True`` leaves the file out, lists it in ``.bad`` as ``(path, reason)`` and warns with the list.
+    The header check runs on every file at construction (cheap: no decompression); the value check (finite
+    numbers, one-hot actions, data that decompresses) runs when an episode is loaded with :meth:`load`, so a
+    file that passes its header but not its values is reported at that point, the same way.
     """
 
     def __init__(self, folder, skip_bad: bool = False):
@@ -269,26 +299,33 @@ class EpisodeStore:
         candidates = sorted(p for p in self.folder.glob("*.npz") if p.is_file())
         if not candidates:
             raise FileNotFoundError(f"episode folder {self.folder} holds no episode files (*.npz)")
+        self.skip_bad = bool(skip_bad)
         self.paths: list[Path] = []
         self.lengths: list[int] = []  # frames (T+1) per episode, aligned with .paths
         self.bad: list[tuple[Path, str]] = []
+        found = []
         for p in candidates:
             try:
                 n = episode_length(p)
             except EpisodeError as e:
-                if not skip_bad:
+                if not self.skip_bad:
                     raise
-                self.bad.append((p, e.problem))
+                found.append(e)
                 continue
             self.paths.append(p)
             self.lengths.append(n)
-        if self.bad:
-            listing = "; ".join(f"{p.name}: {why}" for p, why in self.bad)
-            warnings.warn(f"{self.folder}: skipped {len(self.bad)} bad episode file(s): {listing}",
-                          stacklevel=2)
+        self._report(found)
         if not self.paths:
             raise FileNotFoundError(f"episode folder {self.folder} holds no readable episodes "
                                     f"({len(self.bad)} bad file(s), see .bad)")
+
+    def _report(self, errors: list[EpisodeError]) -> None:
+        """Record bad files in ``.bad`` and warn once with the list (the one way bad files are reported)."""
+        if not errors:
+            return
+        self.bad.extend((e.path, e.problem) for e in errors)
+        listing = "; ".join(f"{e.path.name}: {e.problem}" for e in errors)
+        warnings.warn(f"{self.folder}: skipped {len(errors)} bad episode file(s): {listing}", stacklevel=3)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -297,8 +334,17 @@ class EpisodeStore:
         return (f"EpisodeStore({str(self.folder)!r}: {len(self)} episodes, {sum(self.lengths)} frames, "
                 f"{len(self.bad)} bad)")
 
-    def load(self, index: int) -> dict[str, np.ndarray]:
-        return load_episode(self.paths[index])
+    def load(self, index: int, keys: Iterable[str] | None = None) -> dict[str, np.ndarray] | None:
+        """Episode ``index`` fully validated (:func:`load_episode`). A bad file raises :class:`EpisodeError`,
+        or with ``skip_bad=True`` is reported (``.bad`` + a warning) and None is returned: the caller drops it
+        (e.g. :meth:`WindowSampler.drop`) and draws another."""
+        try:
+            return load_episode(self.paths[index], keys=keys)
+        except EpisodeError as e:
+            if not self.skip_bad:
+                raise
+            self._report([e])
+            return None
 
     @property
     def manifest(self) -> dict | None:
@@ -323,103 +369,61 @@ class EpisodeStore:
         return train, test
 
 
-# --- windows for training ---------------------------------------------------------------------------------
-class WindowDataset(Dataset):
-    """A torch ``Dataset`` of fixed-length windows over episode files.
+# --- windows ------------------------------------------------------------------------------------------------
+class WindowSampler:
+    """Random fixed-length windows over episodes, uniform over every (episode, start) pair.
 
-    Item ``i`` is a dict of tensors: ``frames`` uint8 (T,H,W,3), ``actions`` int64 (T,) (argmax of the
-    one-hot; the all-zero ``action[0]`` maps to 0 = noop), ``rewards`` float32 (T,), ``positions`` float32
-    (T,2) (``agent_pos``; zeros when the file has none), ``episode`` int64 (index into ``paths``),
-    ``start`` int64.
+    The one sampler of the project: training draws its latent windows with it (with a ``torch.Generator``, so a
+    resumed run draws exactly the batches an uninterrupted one would) and the dream env its real contexts (with
+    the env's ``np_random``). It only deals in indices; the caller slices its own arrays.
 
-    The index enumerates windows ``(episode, start)`` with ``start = 0, stride, 2*stride, ...``
-    (``stride`` defaults to ``window``). With ``random_offset=False`` those are the windows returned
-    (deterministic); with ``random_offset=True`` item ``i`` keeps the episode of window ``i`` but draws its
-    start uniformly from all valid starts (seeded by ``seed`` and the DataLoader worker id). Episodes shorter
-    than ``window`` frames are skipped. Decoded episodes are cached lazily (LRU, ``max_cached_episodes``).
+    ``lengths`` are frame counts (T+1) per episode; ``names`` (e.g. file paths) only appear in error messages.
     """
 
-    def __init__(self, paths, window: int, random_offset: bool = True, seed: int = 0,
-                 stride: int | None = None, max_cached_episodes: int = 256,
-                 lengths: Sequence[int] | None = None):
-        if hasattr(paths, "paths"):  # an EpisodeStore
-            lengths = lengths if lengths is not None else paths.lengths
-            paths = paths.paths
-        self.paths = [Path(p) for p in paths]
-        if not self.paths:
-            raise ValueError("WindowDataset got no episode paths")
-        if int(window) < 1:
-            raise ValueError(f"window={window!r}: expected >= 1 frames")
-        self.window = int(window)
-        self.stride = int(stride) if stride is not None else self.window
-        if self.stride < 1:
-            raise ValueError(f"stride={stride!r}: expected >= 1")
-        self.random_offset = bool(random_offset)
-        self.seed = int(seed)
-        self.max_cached_episodes = max(1, int(max_cached_episodes))
-        if lengths is None:
-            lengths = [episode_length(p) for p in self.paths]
-        if len(lengths) != len(self.paths):
-            raise ValueError(f"got {len(lengths)} lengths for {len(self.paths)} paths")
-        self.lengths = [int(n) for n in lengths]
-        self.episodes = [i for i, n in enumerate(self.lengths) if n >= self.window]
-        if not self.episodes:
-            raise ValueError(f"no episode is long enough for window={self.window}: need {self.window} "
-                             f"frames, the longest of the {len(self.paths)} episode(s) has "
-                             f"{max(self.lengths)}")
-        self.index: list[tuple[int, int]] = [  # (episode, start) of every fixed window
-            (ep, start)
-            for ep in self.episodes
-            for start in range(0, self.lengths[ep] - self.window + 1, self.stride)
-        ]
-        self._cache: OrderedDict[int, dict[str, np.ndarray]] = OrderedDict()
-        self._rng = None
-        self._rng_owner = None
+    def __init__(self, lengths: Sequence[int], names: Sequence[str] | None = None):
+        self.lengths = np.asarray(lengths, dtype=np.int64)
+        if self.lengths.ndim != 1 or len(self.lengths) == 0:
+            raise ValueError(f"WindowSampler needs a non-empty list of episode lengths, got {lengths!r}")
+        if (self.lengths < 0).any():
+            raise ValueError(f"WindowSampler: negative episode length in {self.lengths.tolist()}")
+        self.names = [str(n) for n in names] if names is not None else [f"episode {i}" for i in range(len(lengths))]
+        self.active = np.ones(len(self.lengths), dtype=np.bool_)   # False = dropped (a bad file)
 
     def __len__(self) -> int:
-        return len(self.index)
+        return len(self.lengths)
 
-    def _episode(self, ep: int) -> dict[str, np.ndarray]:
-        if ep in self._cache:
-            self._cache.move_to_end(ep)
-            return self._cache[ep]
-        data = load_episode(self.paths[ep])
-        n = len(data["image"])
-        pos = data.get("agent_pos")
-        positions = np.asarray(pos, dtype=np.float32) if pos is not None else np.zeros((n, 2), np.float32)
-        decoded = {
-            "frames": data["image"],
-            "actions": np.argmax(data["action"], axis=1).astype(np.int64),  # all-zero row -> 0 (noop)
-            "rewards": np.asarray(data["reward"], dtype=np.float32),
-            "positions": positions,
-        }
-        self._cache[ep] = decoded
-        while len(self._cache) > self.max_cached_episodes:
-            self._cache.popitem(last=False)
-        return decoded
+    def _windows(self, window: int) -> np.ndarray:
+        """Number of valid starts per episode (0 for dropped or too-short episodes)."""
+        if int(window) < 1:
+            raise ValueError(f"window={window!r}: expected >= 1 frames")
+        return np.maximum(self.lengths - int(window) + 1, 0) * self.active
 
-    def _generator(self) -> np.random.Generator:
-        info = get_worker_info()
-        owner = (os.getpid(), info.id if info is not None else -1)
-        if self._rng is None or self._rng_owner != owner:
-            worker = info.id if info is not None else 0
-            self._rng = np.random.default_rng(np.random.SeedSequence([self.seed, worker]))
-            self._rng_owner = owner
-        return self._rng
+    def count(self, window: int) -> int:
+        """How many distinct windows of ``window`` frames there are."""
+        return int(self._windows(window).sum())
 
-    def __getitem__(self, i: int) -> dict:
-        if not -len(self) <= i < len(self):
-            raise IndexError(f"window index {i} out of range for {len(self)} windows")
-        ep, start = self.index[i]
-        if self.random_offset:
-            start = int(self._generator().integers(0, self.lengths[ep] - self.window + 1))
-        e = self._episode(ep)
-        sl = slice(start, start + self.window)
-        return {
-            "frames": torch.from_numpy(np.ascontiguousarray(e["frames"][sl])),  # (T,H,W,3) uint8
-            "actions": torch.from_numpy(e["actions"][sl].copy()),  # (T,) int64
-            "rewards": torch.from_numpy(e["rewards"][sl].copy()),  # (T,) float32
-            "positions": torch.from_numpy(e["positions"][sl].copy()),  # (T,2) float32
-            "episode": torch.tensor(ep, dtype=torch.int64),
-            "start": torch.tensor(start, dtype=torch.int64),
-        }
+    def sample(self, window: int, n: int, rng: np.random.Generator | torch.Generator) -> list[tuple[int, int]]:
+        """``n`` random ``(episode index, start)`` pairs, each window ``start : start + window`` inside its
+        episode. ``rng`` is a numpy ``Generator`` or a ``torch.Generator``."""
+        per_episode = self._windows(window)
+        total = int(per_episode.sum())
+        if total == 0:
+            live = self.lengths[self.active]
+            longest = int(live.max()) if len(live) else 0
+            raise ValueError(f"no episode has the {int(window)} frames a window needs (longest of "
+                             f"{int(self.active.sum())} usable episode(s): {longest} frames)")
+        # 1. a flat index over all windows, 2. the episode it falls in, 3. the start inside that episode
+        if isinstance(rng, torch.Generator):
+            flat = torch.randint(total, (int(n),), generator=rng).numpy()
+        elif isinstance(rng, np.random.Generator):
+            flat = rng.integers(total, size=int(n))
+        else:
+            raise TypeError(f"rng must be a numpy Generator or a torch.Generator, got {type(rng).__name__}")
+        ends = np.cumsum(per_episode)
+        episode = np.searchsorted(ends, flat, side="right")
+        start = flat - (ends[episode] - per_episode[episode])
+        return [(int(e), int(s)) for e, s in zip(episode, start)]
+
+    def drop(self, index: int) -> None:
+        """Never sample episode ``index`` again (e.g. its file turned out bad when loaded)."""
+        self.active[int(index)] = False

@@ -1,4 +1,7 @@
+"""Shared test fixtures: synthetic episodes in the official format, real Memory Maze episodes, one tiny trained model."""
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -59,3 +62,39 @@ def synthetic_episodes(tmp_path):
         return d
 
     return make
+
+
+# The tiny model the dream env, planner and agent tests share: trained once per session (seconds) on three short
+# real Memory Maze episodes, so every test that needs "a trained model" uses the same one instead of its own.
+TINY_MIN_CONTEXT = 4  # the shared tiny model needs 4 real frames before it can imagine
+
+
+@pytest.fixture(scope="session")
+def real_episodes(tmp_path_factory):
+    """Three short real Memory Maze 9x9 episodes (40 actions each) collected with envs.collect."""
+    out = tmp_path_factory.mktemp("real") / "episodes"
+    subprocess.run(
+        [sys.executable, "-m", "envs.collect", "--env", "longdream/MemoryMaze-9x9-ExtraObs-v0",
+         "--episodes", "3", "--steps", "40", "--out", str(out), "--seed", "0", "--quiet"],
+        check=True, capture_output=True, text=True)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(real_episodes, tmp_path_factory):
+    """RUN_DIR/checkpoint.pt of the tiny preset trained on `real_episodes` (needs TINY_MIN_CONTEXT frames)."""
+    from worldmodel.model import world_model_config
+    from worldmodel.train import TRAIN_PRESETS, train
+
+    run = tmp_path_factory.mktemp("tiny") / "run"
+    cfg = world_model_config("tiny", min_context_frames=TINY_MIN_CONTEXT)
+    train(TRAIN_PRESETS["tiny"], real_episodes, run, device="cpu", model_cfg=cfg, progress=False)
+    return run / "checkpoint.pt"
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_checkpoint):
+    """The shared tiny WorldModel (EMA weights, eval mode, CPU). Tests must not modify its weights."""
+    from worldmodel.model import load
+
+    return load(tiny_checkpoint, device="cpu")

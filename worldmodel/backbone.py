@@ -20,7 +20,7 @@ KV of the frames the attention window can still see), so a frame costs the same 
 
 State layout: {"t": (B,) int64 frames seen, "layers": [per layer {"ssm": {"conv": (B, nb, c, k-1),
 "ssm": (B, nb, h, p, n)}, "attn": {"k", "v": (B, K, S, H, d), "t": (B,)}}]}. Every tensor has the batch on
-axis 0, so states can be indexed / repeated / moved with ``map_state``. ``step`` never modifies its input
+axis 0, so states can be indexed / repeated / moved with worldmodel/state.py. ``step`` never modifies its input
 state.
 
 Axis legend: B batch, T frames, C latent channels, h x w latent grid, p patch, gh x gw token grid,
@@ -32,7 +32,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,8 +53,6 @@ __all__ = [
     "backbone_config",
     "count_config_parameters",
     "count_parameters",
-    "map_state",
-    "state_nbytes",
 ]
 
 State = dict[str, Any]
@@ -288,34 +285,6 @@ def backbone_config(preset: str, variant: str = "hybrid", *, latent_channels: in
     if "depth" in overrides or "dim" in overrides:
         return cfg
     return _match_parameters(cfg, count_config_parameters(dataclasses.replace(hybrid, block_sizes=())))
-
-
-# ------------------------------------------------------------------------------------------------ state
-
-
-def map_state(fn: Callable[[Tensor], Tensor], state: Any) -> Any:
-    """Apply ``fn`` to every tensor of a (nested dict/list) state, e.g. ``lambda t: t.to(device)`` or
-    ``lambda t: t.repeat_interleave(n, 0)`` (every tensor has the batch on axis 0)."""
-    if isinstance(state, Tensor):
-        return fn(state)
-    if isinstance(state, dict):
-        return {k: map_state(fn, v) for k, v in state.items()}
-    if isinstance(state, (list, tuple)):
-        return type(state)(map_state(fn, v) for v in state)
-    return state
-
-
-def state_nbytes(state: Any) -> int:
-    """Bytes held by the tensors of a state (the exact cache size)."""
-    total = 0
-
-    def add(t: Tensor) -> Tensor:
-        nonlocal total
-        total += t.numel() * t.element_size()
-        return t
-
-    map_state(add, state)
-    return total
 
 
 # ----------------------------------------------------------------------------------------------- layers

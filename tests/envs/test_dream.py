@@ -1,6 +1,7 @@
-"""The dream env: DreamEnv, DreamVectorEnv and the SB3 adapter on a tiny model trained on real Memory Maze."""
+"""The dream env: DreamEnv, DreamVectorEnv and the SB3 adapter on the shared tiny model trained on real Memory Maze."""
 
 import dataclasses
+import shutil
 import subprocess
 import sys
 
@@ -8,52 +9,31 @@ import gymnasium
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_MIN_CONTEXT
 from gymnasium import spaces
 
-import envs  # noqa: F401  (registers the longdream/MemoryMaze ids)
-from envs.dream import (
-    DreamEnv,
-    DreamSB3VecEnv,
-    DreamVectorEnv,
-    ResetNeeded,
-    register_dream,
-    state_put,
-    state_take,
-)
-from envs.episodes import load_episode
+import envs  # noqa: F401  (registers the longdream/MemoryMaze and Dream ids)
+from envs.dream import DreamEnv
+from envs.dream_core import ClosedEnvError, ResetNeeded
+from envs.dream_vector import DreamVectorEnv
+from envs.episodes import EpisodeError, load_episode
+from envs.memory_maze import _as_action
+from envs.sb3 import DreamSB3VecEnv
+from worldmodel.model import WorldModel
+from worldmodel.utils import atomic_torch_save, config_to_dict
 
-MIN_CONTEXT = 4  # the test model needs 4 real frames before it can imagine
+MIN_CONTEXT = TINY_MIN_CONTEXT  # the test model needs 4 real frames before it can imagine
 CONTEXT = 6
 
 
-@pytest.fixture(scope="session")
-def real_episodes(tmp_path_factory):
-    """Three short real Memory Maze 9x9 episodes (40 actions each) collected with envs.collect."""
-    out = tmp_path_factory.mktemp("dream") / "episodes"
-    subprocess.run(
-        [sys.executable, "-m", "envs.collect", "--env", "longdream/MemoryMaze-9x9-ExtraObs-v0",
-         "--episodes", "3", "--steps", "40", "--out", str(out), "--seed", "0", "--quiet"],
-        check=True, capture_output=True, text=True)
-    return out
+@pytest.fixture(scope="module")
+def checkpoint(tiny_checkpoint):
+    return tiny_checkpoint
 
 
-@pytest.fixture(scope="session")
-def checkpoint(real_episodes, tmp_path_factory):
-    """A tiny world model trained in seconds on the real episodes (needs 4 context frames)."""
-    from worldmodel.model import world_model_config
-    from worldmodel.train import TRAIN_PRESETS, train
-
-    run = tmp_path_factory.mktemp("dream") / "run"
-    cfg = world_model_config("tiny", min_context_frames=MIN_CONTEXT)
-    train(TRAIN_PRESETS["tiny"], real_episodes, run, device="cpu", model_cfg=cfg, progress=False)
-    return run / "checkpoint.pt"
-
-
-@pytest.fixture(scope="session")
-def model(checkpoint):
-    from worldmodel.model import load
-
-    return load(checkpoint, device="cpu")
+@pytest.fixture(scope="module")
+def model(tiny_model):
+    return tiny_model
 
 
 @pytest.fixture
@@ -71,7 +51,6 @@ def _window(folder, name, start, length):
 
 def test_make_gives_the_real_envs_spaces_and_resets_on_a_real_context(checkpoint, real_episodes):
     """gymnasium.make: the real env's spaces; reset returns the last frame of the real window it names."""
-    register_dream()
     env = gymnasium.make("longdream/Dream-v0", checkpoint=checkpoint, episodes=real_episodes, device="cpu",
                          context_frames=CONTEXT)
     real = gymnasium.make("longdream/MemoryMaze-9x9-v0")
@@ -126,7 +105,7 @@ def test_same_seed_same_frames_and_render(env):
     c, src_c = run(8)
     assert src_a == src_b
     np.testing.assert_array_equal(a, b)
-    assert src_a != src_c or not np.array_equal(a, c)
+    assert src_a != src_c and not np.array_equal(a, c)  # seed 8 draws another window (checked once: fixed)
     # on one fixed context, another seed still gives other dream noise, hence other frames
     opts = {"episode": 0, "start": 0}
     env.reset(seed=1, options=opts)
@@ -154,7 +133,6 @@ def test_gymnasium_and_sb3_env_checkers_pass(model, real_episodes):
     from gymnasium.utils.env_checker import check_env as gym_check
     from stable_baselines3.common.env_checker import check_env as sb3_check
 
-    register_dream()
     made = gymnasium.make("longdream/Dream-v0", checkpoint=model, episodes=real_episodes,
                           context_frames=CONTEXT, max_episode_steps=20)
     gym_check(made.unwrapped, skip_render_check=False)  # the spec lets it also build each render mode
@@ -181,8 +159,6 @@ def test_bf16_precision_stays_close_to_fp32(model, real_episodes):
 @pytest.mark.parametrize("bad", [6, -1, 1.5, np.array([1, 2]), "left"])
 def test_invalid_action_raises_what_the_real_env_raises(env, bad):
     """An action outside Discrete(6) raises the exception type the real Memory Maze adapter raises."""
-    from envs.memory_maze import _as_action
-
     with pytest.raises(Exception) as real:
         _as_action(bad)
     env.reset(seed=0)
@@ -195,7 +171,6 @@ def test_step_before_reset_is_an_error(model, real_episodes):
     env = DreamEnv(model, real_episodes, context_frames=CONTEXT)
     with pytest.raises(RuntimeError, match="reset"):
         env.step(0)
-    register_dream()
     made = gymnasium.make("longdream/Dream-v0", checkpoint=model, episodes=real_episodes,
                           context_frames=CONTEXT)
     with pytest.raises(gymnasium.error.ResetNeeded):
@@ -204,9 +179,6 @@ def test_step_before_reset_is_an_error(model, real_episodes):
 
 def test_checkpoint_for_other_spaces_names_both(model, real_episodes, tmp_path):
     """A checkpoint for other spaces than the data or the expected env is refused, naming both sides."""
-    from worldmodel.model import WorldModel
-    from worldmodel.utils import atomic_torch_save, config_to_dict
-
     cfg = model.config
     backbone = dataclasses.replace(cfg.backbone, num_actions=15)
     other = dataclasses.replace(cfg, backbone=backbone, num_actions=15)
@@ -242,41 +214,6 @@ def test_missing_or_empty_episode_folder_is_named(model, tmp_path):
     (tmp_path / "hollow").mkdir()
     with pytest.raises(FileNotFoundError, match="hollow"):
         DreamVectorEnv(model, tmp_path / "hollow", num_envs=2)
-
-
-# ---------------------------------------------------------------------- batched states
-
-
-def test_state_put_replaces_only_the_chosen_slots(model, real_episodes):
-    """state_put writes one slot exactly; the other slots' states and next frames are untouched."""
-    ctx = [_window(real_episodes, f"ep_0000{i}.npz", 2 * i, CONTEXT) for i in range(3)]
-    frames = torch.from_numpy(np.stack([c[0] for c in ctx]))
-    acts = torch.from_numpy(np.stack([c[1] for c in ctx])).long()
-    batch = model.start(frames, acts, generator=torch.Generator().manual_seed(0))
-    new = model.start(frames[2:, :4], acts[2:, :4], generator=torch.Generator().manual_seed(1))
-    idx = torch.tensor([1])
-    merged = state_put(batch.backbone_state, idx, new.backbone_state, batch=3)
-    same = lambda a, b: all(torch.equal(x, y) for x, y in zip(_leaves(a), _leaves(b)))  # noqa: E731
-    assert same(state_take(merged, idx, 3), new.backbone_state)
-    keep = torch.tensor([0, 2])
-    assert same(state_take(merged, keep, 3), state_take(batch.backbone_state, keep, 3))
-    assert not same(merged, batch.backbone_state)
-    a = torch.tensor([1, 2, 3])
-    f_old, r_old, s_old = model.step(type(batch)(batch.backbone_state, torch.Generator().manual_seed(9)), a)
-    f_new, r_new, s_new = model.step(type(batch)(merged, torch.Generator().manual_seed(9)), a)
-    assert torch.equal(f_old[keep], f_new[keep]) and torch.equal(r_old[keep], r_new[keep])
-    assert same(state_take(s_old.backbone_state, keep, 3), state_take(s_new.backbone_state, keep, 3))
-    assert not same(state_take(s_old.backbone_state, idx, 3), state_take(s_new.backbone_state, idx, 3))
-
-
-def _leaves(state):
-    if torch.is_tensor(state):
-        return [state]
-    if isinstance(state, dict):
-        return [x for k in sorted(state) for x in _leaves(state[k])]
-    if isinstance(state, (list, tuple)):
-        return [x for v in state for x in _leaves(v)]
-    return []
 
 
 # ---------------------------------------------------------------------- DreamVectorEnv
@@ -345,7 +282,6 @@ def test_vector_partial_reset_and_bad_input(model, real_episodes):
 
 def test_make_vec_uses_the_vector_entry_point(model, real_episodes):
     """gymnasium.make_vec(vectorization_mode='vector_entry_point') builds a DreamVectorEnv."""
-    register_dream()
     vec = gymnasium.make_vec("longdream/Dream-v0", num_envs=2, vectorization_mode="vector_entry_point",
                              checkpoint=model, episodes=real_episodes, context_frames=CONTEXT)
     assert isinstance(vec.unwrapped, DreamVectorEnv) and vec.num_envs == 2
@@ -370,13 +306,109 @@ def test_sb3_ppo_cnn_trains_on_the_vector_env(model, real_episodes):
     assert any(not torch.equal(a, b) for a, b in zip(before, agent.policy.parameters()))
 
 
-def test_import_envs_registers_the_dream_id_lazily():
-    """`import envs` alone registers longdream/Dream-v0 (string entry points) pointing at DreamEnv/DreamVectorEnv."""
-    import gymnasium
-
-    from envs.dream import DreamEnv, DreamVectorEnv
-
+def test_import_envs_registers_the_dream_id_without_importing_torch():
+    """`import envs` alone registers longdream/Dream-v0 with string entry points, in a fresh interpreter that
+    then has no torch (nor the world model) imported; the entry points load DreamEnv and DreamVectorEnv."""
+    code = ("import sys, gymnasium, envs; spec = gymnasium.spec('longdream/Dream-v0'); "
+            "print(spec.entry_point, spec.vector_entry_point, 'torch' in sys.modules, 'worldmodel' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["envs.dream:DreamEnv", "envs.dream_vector:DreamVectorEnv", "False", "False"]
     spec = gymnasium.spec("longdream/Dream-v0")
-    assert spec.entry_point == "envs.dream:DreamEnv" and spec.vector_entry_point == "envs.dream:DreamVectorEnv"
     assert gymnasium.envs.registration.load_env_creator(spec.entry_point) is DreamEnv
     assert gymnasium.envs.registration.load_env_creator(spec.vector_entry_point) is DreamVectorEnv
+
+
+# ---------------------------------------------------------------------- defects found by trying to break it
+
+
+def _copy_folder(src, dst):
+    dst.mkdir()
+    for p in sorted(src.glob("*.npz")):
+        shutil.copy(p, dst / p.name)
+    return dst
+
+
+def test_bad_episode_is_reported_at_the_draw_not_at_random(model, real_episodes, tmp_path):
+    """An episode with NaN rewards (header fine) fails the draw that picks it with an EpisodeError naming the
+    file, before any state changes; with skip_bad it is reported once, dropped, and never drawn again."""
+    folder = _copy_folder(real_episodes, tmp_path / "eps")
+    ep = load_episode(folder / "ep_00001.npz")
+    ep["reward"][5] = np.nan
+    np.savez_compressed(folder / "ep_00001.npz", **ep)   # raw write: save_episode would refuse it
+    env = DreamEnv(model, folder, context_frames=CONTEXT)
+    with pytest.raises(EpisodeError, match=r"ep_00001\.npz: 'reward' has non-finite values"):
+        env.reset(options={"episode": 1})
+    with pytest.raises(ResetNeeded):
+        env.step(0)   # the failed reset left no half-started episode
+    with pytest.warns(UserWarning, match=r"skipped 1 bad episode file\(s\): ep_00001\.npz"):
+        lenient = DreamVectorEnv(model, folder, num_envs=4, context_frames=CONTEXT, max_episode_steps=2,
+                                 skip_bad=True)
+        lenient.reset(seed=0)
+        for _ in range(6):   # autoresets draw many contexts: none from the bad file, no error
+            _, _, _, _, info = lenient.step(np.zeros(4, np.int64))
+            assert all("ep_00001" not in s["episode"] for s in info["context_source"])
+    assert [p.name for p, _ in lenient.core.contexts.store.bad] == ["ep_00001.npz"]
+    strict = DreamVectorEnv(model, folder, num_envs=8, context_frames=CONTEXT, max_episode_steps=1)
+    with pytest.raises(EpisodeError, match=r"ep_00001\.npz"):
+        strict.reset(seed=0)
+        for _ in range(20):
+            strict.step(np.zeros(8, np.int64))
+
+
+def test_step_after_a_failed_first_reset_through_make_asks_for_reset(checkpoint, real_episodes):
+    """Through gymnasium.make, a first reset() that fails leaves step() saying "call reset()", not a TypeError
+    from Gymnasium's passive checker."""
+    env = gymnasium.make("longdream/Dream-v0", checkpoint=checkpoint, episodes=real_episodes, device="cpu",
+                         context_frames=CONTEXT)
+    with pytest.raises(ValueError, match="unknown reset option"):
+        env.reset(options={"bogus": 1})
+    with pytest.raises(gymnasium.error.ResetNeeded, match="reset"):
+        env.step(0)
+    env.reset(seed=0)
+    assert env.step(1)[0].shape == (64, 64, 3)
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"episode": True}, r"options\['episode'\]=True: expected an episode index"),
+    ({"episode": 0, "start": 2.7}, r"options\['start'\]=2.7: expected an integer"),
+    ({"episode": 0, "start": "3"}, r"options\['start'\]='3': expected an integer"),
+    ({"context_frames": 6.5}, r"options\['context_frames'\]=6.5: expected an integer"),
+])
+def test_reset_options_are_not_coerced(env, options, message):
+    """Booleans, fractions and strings are refused where an index, start or length is expected."""
+    with pytest.raises(ValueError, match=message):
+        env.reset(options=options)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"context_frames": 6.0}, r"context_frames=6.0: expected an integer"),
+    ({"max_episode_steps": 2.5}, r"max_episode_steps=2.5: expected an integer"),
+    ({"max_episode_steps": 0}, r"max_episode_steps=0: expected an integer >= 1"),
+    ({"num_envs": 1.5}, r"num_envs=1.5: expected an integer"),
+    ({"num_envs": True}, r"num_envs=True: expected an integer"),
+])
+def test_constructor_arguments_are_not_coerced(model, real_episodes, kwargs, message):
+    """Fractional or boolean lengths and counts are refused, naming the argument."""
+    cls = DreamVectorEnv if "num_envs" in kwargs else DreamEnv
+    with pytest.raises(ValueError, match=message):
+        cls(model, real_episodes, **kwargs)
+
+
+def test_render_before_reset_and_use_after_close_are_errors(model, real_episodes):
+    """The vector env's render() before reset raises instead of returning black frames; both envs refuse
+    step/reset/render after close()."""
+    vec = DreamVectorEnv(model, real_episodes, num_envs=2, context_frames=CONTEXT)
+    with pytest.raises(ResetNeeded, match="reset"):
+        vec.render()
+    vec.reset(seed=0)
+    assert len(vec.render()) == 2
+    vec.close()
+    for call in (lambda: vec.step(np.zeros(2, np.int64)), lambda: vec.reset(), vec.render):
+        with pytest.raises(ClosedEnvError, match="after close"):
+            call()
+    env = DreamEnv(model, real_episodes, context_frames=CONTEXT)
+    env.reset(seed=0)
+    env.close()
+    for call in (lambda: env.step(0), lambda: env.reset(), env.render):
+        with pytest.raises(ClosedEnvError, match="after close"):
+            call()

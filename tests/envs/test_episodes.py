@@ -1,4 +1,4 @@
-"""Episode files: validation, named errors, the store's split, and the window dataset (no simulator)."""
+"""Episode files: validation, named errors, the store's split, and the window sampler (no simulator)."""
 import warnings
 import zipfile
 
@@ -10,8 +10,9 @@ from envs.episodes import (
     OFFICIAL_KEYS,
     EpisodeError,
     EpisodeStore,
-    WindowDataset,
+    WindowSampler,
     episode_length,
+    file_digest,
     load_episode,
     save_episode,
 )
@@ -190,68 +191,98 @@ def test_split_is_deterministic_disjoint_and_never_empty(tmp_path, folder):
     assert EpisodeStore(two).split(test_fraction=0.99)[0]  # train never empty either
 
 
-def test_window_dataset_fixed_offsets(folder):
-    """Fixed offsets enumerate every stride-aligned window; items equal the file's arrays sliced."""
+def test_window_sampler_is_uniform_over_windows_and_in_range(folder):
+    """Every drawn window lies inside its episode and each (episode, start) pair is about equally likely."""
     store = EpisodeStore(folder)
-    ds = WindowDataset(store, window=10, random_offset=False)
-    # lengths 20, 30, 12, 41 -> starts {0,10}, {0,10,20}, {0}, {0,10,20,30}
-    assert ds.index == [(0, 0), (0, 10), (1, 0), (1, 10), (1, 20), (2, 0), (3, 0), (3, 10), (3, 20), (3, 30)]
-    item = ds[4]
-    ep = load_episode(store.paths[1])
-    assert item["episode"].item() == 1 and item["start"].item() == 20
-    assert item["frames"].dtype == torch.uint8 and tuple(item["frames"].shape) == (10, 64, 64, 3)
-    np.testing.assert_array_equal(item["frames"].numpy(), ep["image"][20:30])
-    np.testing.assert_array_equal(item["actions"].numpy(), ep["action"][20:30].argmax(1))
-    np.testing.assert_array_equal(item["rewards"].numpy(), ep["reward"][20:30])
-    np.testing.assert_allclose(item["positions"].numpy(), ep["agent_pos"][20:30].astype(np.float32))
-    assert item["actions"].dtype == torch.int64 and item["rewards"].dtype == torch.float32
-    assert item["positions"].dtype == torch.float32
-    first = ds[0]
-    assert first["actions"][0].item() == 0  # the all-zero action[0] maps to noop
-    strided = WindowDataset(store, window=10, random_offset=False, stride=5)
-    assert len(strided) == 3 + 5 + 1 + 7
+    sampler = WindowSampler(store.lengths, store.paths)
+    # lengths 20, 30, 12, 41 -> 11 + 21 + 3 + 32 windows of 10 frames
+    assert sampler.count(10) == 11 + 21 + 3 + 32
+    draws = sampler.sample(10, 67_000, np.random.default_rng(0))
+    counts = {}
+    for ep, start in draws:
+        assert 0 <= start <= store.lengths[ep] - 10
+        counts[(ep, start)] = counts.get((ep, start), 0) + 1
+    assert len(counts) == 67  # every window is reachable
+    freq = np.array(list(counts.values())) / len(draws)
+    np.testing.assert_allclose(freq, 1 / 67, rtol=0.15)
 
 
-def test_window_dataset_random_offsets_are_seeded_and_in_range(folder):
-    """Random offsets stay inside the episode, repeat with the same seed, and differ with another seed."""
+def test_window_sampler_numpy_and_torch_generators_are_seeded(folder):
+    """The same seed gives the same windows (numpy and torch generators alike); another seed other windows."""
+    sampler = WindowSampler(EpisodeStore(folder).lengths)
+    a = sampler.sample(10, 20, torch.Generator().manual_seed(3))
+    assert a == sampler.sample(10, 20, torch.Generator().manual_seed(3))
+    assert a != sampler.sample(10, 20, torch.Generator().manual_seed(4))
+    b = sampler.sample(10, 20, np.random.default_rng(3))
+    assert b == sampler.sample(10, 20, np.random.default_rng(3))
+    with pytest.raises(TypeError, match="numpy Generator or a torch.Generator"):
+        sampler.sample(10, 2, 3)
+
+
+def test_window_sampler_skips_short_and_dropped_and_explains_when_none_fit(folder):
+    """Short episodes are never drawn, dropped ones neither; with none left the error gives the longest."""
+    sampler = WindowSampler(EpisodeStore(folder).lengths)
+    assert {ep for ep, _ in sampler.sample(25, 500, np.random.default_rng(0))} == {1, 3}
+    sampler.drop(3)
+    assert {ep for ep, _ in sampler.sample(25, 200, np.random.default_rng(0))} == {1}
+    with pytest.raises(ValueError, match=r"no episode has the 31 frames a window needs \(longest of 3 usable "
+                                         r"episode\(s\): 30 frames\)"):
+        sampler.sample(31, 1, np.random.default_rng(0))
+    with pytest.raises(ValueError, match=r"window=0"):
+        sampler.count(0)
+
+
+def test_forged_header_length_is_refused(tmp_path):
+    """A header claiming more frames than the file holds is refused by the header check (no MemoryError, no
+    sampling weight taken from it), with or without skip_bad, naming the file."""
+    import io
+
+    data = fake_episode(9)
+    path = write_raw(tmp_path / "ep_00000.npz", **data)
+    with zipfile.ZipFile(path) as zf:
+        members = {n: zf.read(n) for n in zf.namelist()}
+    forged = io.BytesIO()
+    np.lib.format.write_array_header_1_0(forged, {"descr": "|u1", "fortran_order": False,
+                                                  "shape": (10_000_000, 64, 64, 3)})
+    members["image.npy"] = forged.getvalue() + data["image"].tobytes()  # real data: 10 frames
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, blob in members.items():
+            zf.writestr(name, blob)
+    with pytest.raises(EpisodeError, match=r"ep_00000\.npz: 'image' header claims shape \(10000000, 64, 64, 3\)"):
+        episode_length(path)
+    save_episode(tmp_path / "ep_00001.npz", fake_episode(5, seed=1))
+    with pytest.warns(UserWarning, match=r"ep_00000\.npz: 'image' header claims"):
+        store = EpisodeStore(tmp_path, skip_bad=True)
+    assert [p.name for p in store.paths] == ["ep_00001.npz"] and store.lengths == [6]
+
+
+def test_store_load_reports_value_errors_like_header_errors(tmp_path, folder):
+    """A file whose header is fine but whose values are not (NaN reward, non-one-hot action) passes the
+    header check; loading it raises naming the file, or with skip_bad is reported in .bad and returns None."""
+    data = fake_episode(14, seed=7)
+    data["reward"][3] = np.nan
+    write_raw(folder / "ep_00004.npz", **data)
+    data = fake_episode(14, seed=8)
+    data["action"][5] = 0.5
+    write_raw(folder / "ep_00005.npz", **data)
     store = EpisodeStore(folder)
-
-    def starts(seed):
-        ds = WindowDataset(store, window=10, random_offset=True, seed=seed)
-        out = []
-        for _ in range(5):
-            for i in range(len(ds)):
-                item = ds[i]
-                ep, start = item["episode"].item(), item["start"].item()
-                assert ep == ds.index[i][0] and 0 <= start <= store.lengths[ep] - 10
-                out.append(start)
-        return out
-
-    assert starts(0) == starts(0)
-    assert starts(0) != starts(1)
+    assert len(store) == 6  # headers are fine
+    with pytest.raises(EpisodeError, match=r"ep_00004\.npz: 'reward' has non-finite values"):
+        store.load(4)
+    lenient = EpisodeStore(folder, skip_bad=True)
+    with pytest.warns(UserWarning, match=r"skipped 1 bad episode file\(s\): ep_00005\.npz: 'action' row 5 is "
+                                         r"not one-hot"):
+        assert lenient.load(5) is None
+    assert [(p.name, "not one-hot" in why) for p, why in lenient.bad] == [("ep_00005.npz", True)]
+    assert lenient.load(0) is not None
 
 
-def test_window_dataset_skips_short_and_explains_when_none_fit(folder):
-    """Episodes shorter than the window are skipped; if none fits the error gives needed and longest."""
-    ds = WindowDataset(EpisodeStore(folder), window=25, random_offset=False)
-    assert sorted({ep for ep, _ in ds.index}) == [1, 3]
-    with pytest.raises(ValueError, match=r"need 50 frames, the longest of the 4 episode\(s\) has 41"):
-        WindowDataset(EpisodeStore(folder), window=50)
+def test_file_digest_tracks_content(folder):
+    """file_digest is the SHA-256 of the bytes: equal for equal content, different after a change."""
+    import hashlib
 
-
-def test_window_dataset_positions_zero_without_agent_pos(tmp_path):
-    """Files without agent_pos give zero positions; a DataLoader batches the items."""
-    data = {k: v for k, v in fake_episode(12).items() if k in ("image", "action", "reward")}
-    save_episode(tmp_path / "ep_00000.npz", data)
-    ds = WindowDataset([tmp_path / "ep_00000.npz"], window=4, random_offset=False)
-    assert torch.count_nonzero(ds[1]["positions"]) == 0
-    batch = next(iter(torch.utils.data.DataLoader(ds, batch_size=3)))
-    assert tuple(batch["frames"].shape) == (3, 4, 64, 64, 3) and batch["start"].tolist() == [0, 4, 8]
-
-
-def test_window_dataset_cache_is_bounded(folder):
-    """The decoded-episode cache keeps at most max_cached_episodes episodes."""
-    ds = WindowDataset(EpisodeStore(folder), window=5, random_offset=False, max_cached_episodes=2)
-    for i in range(len(ds)):
-        ds[i]
-        assert len(ds._cache) <= 2
+    p = folder / "ep_00000.npz"
+    assert file_digest(p) == hashlib.sha256(p.read_bytes()).hexdigest()
+    before = file_digest(p)
+    save_episode(p, fake_episode(19, seed=99))
+    assert file_digest(p) != before

@@ -12,10 +12,9 @@ from worldmodel.backbone import (
     backbone_config,
     count_config_parameters,
     count_parameters,
-    map_state,
-    state_nbytes,
 )
 from worldmodel.mamba2 import Mamba2Config
+from worldmodel.state import map_state, state_nbytes
 
 TOL = 1e-4
 TINY = dict(latent_channels=4, latent_size=(4, 4), patch=1)
