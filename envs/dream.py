@@ -96,6 +96,7 @@ class DreamEnv(gymnasium.Env):
         return self._dream
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        """Warm a new dream on a real context (see the class docstring for options); returns its last frame."""
         self._check_open("reset")
         super().reset(seed=seed)
         # a failed reset leaves no half-started episode behind: step() then asks for a reset
@@ -149,6 +150,7 @@ class DreamEnv(gymnasium.Env):
             raise ClosedEnvError(f"DreamEnv.{what}() after close(): make a new env")
 
     def step(self, action):
+        """Imagine the frame ``action`` leads into: (frame, predicted reward, False, truncated, info)."""
         self._check_open("step")
         if self._dream is None:
             raise ResetNeeded("DreamEnv: call reset() before step()")
@@ -164,6 +166,7 @@ class DreamEnv(gymnasium.Env):
         return self._frame.copy(), float(rewards[0]), False, truncated, self._info()
 
     def render(self):
+        """The latest frame (the last context frame right after reset), uint8 (H, W, 3)."""
         self._check_open("render")
         if self.render_mode is None:
             gymnasium.logger.warn("DreamEnv.render() without render_mode: use render_mode='rgb_array'")
@@ -173,5 +176,6 @@ class DreamEnv(gymnasium.Env):
         return self._frame.copy()
 
     def close(self):
+        """Drop the dream; the env cannot be used afterwards."""
         self._dream, self._frame, self._closed = None, None, True
         super().close()

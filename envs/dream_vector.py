@@ -107,6 +107,7 @@ class DreamVectorEnv(VectorEnv):
             self._sources[j] = s
 
     def reset(self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None):
+        """Warm all slots (or those of ``options["reset_mask"]``) on real contexts; returns (N, H, W, 3) frames."""
         self._check_open("reset")
         if isinstance(seed, (list, tuple)):  # per-env seeds: one batched dream here, so seed[0] seeds it
             seed = seed[0]
@@ -158,6 +159,7 @@ class DreamVectorEnv(VectorEnv):
             raise ClosedEnvError(f"DreamVectorEnv.{what}() after close(): make a new env")
 
     def step(self, actions):
+        """Imagine one frame per slot; finished slots are refilled in the same call (SAME_STEP autoreset)."""
         self._check_open("step")
         if self._dream is None:
             raise ResetNeeded("DreamVectorEnv: call reset() before step()")
@@ -184,6 +186,7 @@ class DreamVectorEnv(VectorEnv):
         return self._frames.copy(), rewards, terminated, truncated, info
 
     def render(self):
+        """The N latest frames, a tuple of uint8 (H, W, 3)."""
         self._check_open("render")
         if self.render_mode is None:
             gymnasium.logger.warn("DreamVectorEnv.render() without render_mode")
@@ -193,4 +196,5 @@ class DreamVectorEnv(VectorEnv):
         return tuple(self._frames.copy())
 
     def close_extras(self, **kwargs):
+        """Drop the dreams; the env cannot be used afterwards."""
         self._dream, self._closed = None, True

@@ -33,6 +33,7 @@ class DreamSB3VecEnv(VecEnv):
         self._actions: np.ndarray | None = None
 
     def reset(self):
+        """Reset every slot (with the seed given to ``seed()``, if any); returns the observations."""
         seed = self._seeds[0] if self._seeds and self._seeds[0] is not None else None
         obs, info = self.venv.reset(seed=seed)
         self._reset_seeds()
@@ -40,9 +41,11 @@ class DreamSB3VecEnv(VecEnv):
         return obs
 
     def step_async(self, actions: np.ndarray) -> None:
+        """Remember the actions for ``step_wait``."""
         self._actions = np.asarray(actions).reshape(self.num_envs)
 
     def step_wait(self):
+        """Step the dreams: (obs, rewards float32, dones, infos) in SB3's convention."""
         if self._actions is None:
             raise RuntimeError("DreamSB3VecEnv.step_wait() without step_async()")
         obs, rewards, terminated, truncated, info = self.venv.step(self._actions)
@@ -59,22 +62,28 @@ class DreamSB3VecEnv(VecEnv):
                 for j in range(self.num_envs)]
 
     def close(self) -> None:
+        """Close the wrapped DreamVectorEnv."""
         self.venv.close()
 
     def get_images(self):
+        """The latest frame of every slot."""
         return list(self.venv.render())
 
     def get_attr(self, attr_name: str, indices=None) -> list:
+        """An attribute of the (one, shared) vector env, once per requested slot."""
         return [getattr(self.venv, attr_name) for _ in self._get_indices(indices)]
 
     def set_attr(self, attr_name: str, value, indices=None) -> None:
+        """Set an attribute of the shared vector env (all slots share it)."""
         setattr(self.venv, attr_name, value)
 
     def env_method(self, method_name: str, *method_args, indices=None, **method_kwargs) -> list:
+        """Call a method of the shared vector env, once per requested slot."""
         method = getattr(self.venv, method_name)
         return [method(*method_args, **method_kwargs) for _ in self._get_indices(indices)]
 
     def env_is_wrapped(self, wrapper_class, indices=None) -> list[bool]:
+        """Never wrapped: the slots are dreams of one model, not separate envs."""
         return [False for _ in self._get_indices(indices)]
 
     def _get_indices(self, indices) -> list[int]:
