@@ -7,7 +7,7 @@ export MUJOCO_GL ?= egl
 EPISODES ?= data/episodes/mm9
 RUN      ?= runs/demo
 
-.PHONY: help setup test test-slow lint data ae train demo bench clean
+.PHONY: help setup test test-slow lint format check data ae train demo bench clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -28,8 +28,17 @@ test: setup  ## run the fast CPU test suite
 test-slow: setup  ## run only the slow tests
 	$(BIN)/python -m pytest -q -m slow
 
-lint: setup  ## ruff check
+lint: setup  ## ruff lint (pyflakes, pycodestyle, isort, bugbear, pyupgrade, docstrings of public APIs)
 	$(BIN)/ruff check .
+
+format: setup  ## rewrite the code in the project's format (ruff format + import sorting)
+	$(BIN)/ruff check --select I --fix .
+	$(BIN)/ruff format .
+
+check: setup  ## what a reviewer runs: lint, format check, then the tests
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python -m pytest -q
 
 data: setup  ## collect real Memory Maze 9x9 episodes into $(EPISODES)
 	$(BIN)/python -m envs.collect --env longdream/MemoryMaze-9x9-ExtraObs-v0 --episodes 40 --steps 500 \
@@ -45,8 +54,8 @@ ae: setup  ## train only the stage-1 autoencoder into $(RUN) (worldmodel.train d
 bench: setup  ## quick benchmarks: collection speed, SSD, latency vs context, training cost (JSON+PNG in benchmarks/results/)
 	$(BIN)/python -m benchmarks.collect_speed
 	$(BIN)/python -m benchmarks.ssd_speed
-	$(BIN)/python -m benchmarks.latency --quick
-	$(BIN)/python -m benchmarks.train_cost --quick
+	$(BIN)/python -m benchmarks.latency
+	$(BIN)/python -m benchmarks.train_cost
 	$(BIN)/python -m benchmarks.summary
 
 demo: data train  ## the main job on a small default: collect episodes, train the cpu preset, evaluate

@@ -1,4 +1,4 @@
-"""longdream.envs: real environments (Memory Maze), episode collection and storage, and the dream env.
+"""The envs package: real environments (Memory Maze), episode collection and storage, and the dream env.
 
 Importing this package registers the Gymnasium ids (string entry points: nothing heavy is imported)::
 

@@ -5,92 +5,151 @@
 
 - Episode ``i`` is ``DIR/ep_{i:05d}.npz``, collected with env seed ``S+i`` (the policy's seed is derived from
   it), so the data does not depend on ``--workers``. ``DIR/manifest.json`` records settings and versions.
-- Writes are atomic (``.ep_00003.npz.<pid>.tmp`` then rename). Re-running the same command resumes: finished
-  episodes are skipped, stale temp files of dead runs are removed, and no partial file ever has a final name.
-  Re-running with different settings (env, seed, policy, steps, ...) into the same folder is refused.
-- ``--workers W`` runs W processes (spawned; each keeps one env). ``--no-fast`` uses stock dm_control code.
+- Every argument is checked before anything is written, so a refused command leaves no trace and the corrected
+  one is accepted. Errors are one line on stderr with exit code 2.
+- One collection per folder at a time (``DIR/.lock``, see :class:`envs.fileio.RunLock`; a second one is refused
+  naming the first). Writes are atomic (``.ep_00003.npz.<random>.tmp`` then rename). Re-running the same
+  command resumes: finished episodes are skipped, temp files of killed runs are removed, and no partial file
+  ever has a final name. Re-running with different settings (env, seed, policy, steps, ...) into the same
+  folder is refused.
+- ``--workers W`` runs W processes (spawned; each keeps one env). Workers die with the collection: on Linux the
+  kernel kills them when it dies (``PR_SET_PDEATHSIG``), elsewhere a watchdog thread notices within a second.
+  Ctrl-C (SIGINT) or SIGTERM stops the collection with a one-line message (exit code 130 / 143); finished
+  episodes are kept and the same command resumes. ``--no-fast`` uses stock dm_control code.
 
+``--env`` takes a ``longdream/MemoryMaze-*`` id, or any Gymnasium id whose env reports Memory Maze's state keys
+in ``info`` (Gymnasium's ``module:id`` form imports the module first; the tests collect from a fake env so).
 The episode layout and alignment are described in :mod:`envs.episodes`.
 """
 from __future__ import annotations
 
-import argparse
+import ctypes
+import ctypes.util
+import importlib
 import json
 import os
+import signal
 import sys
+import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from importlib import metadata
 from multiprocessing import get_context
 from pathlib import Path
-
-import numpy as np
+from typing import Literal
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
-__all__ = ["CollectConfig", "collect", "collect_episode", "episode_path", "main", "make_env"]
+import gymnasium  # noqa: E402
+import numpy as np  # noqa: E402
+import tyro  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+import envs  # noqa: E402  (registers the Memory Maze ids)
+from envs.episodes import EpisodeError, episode_length, save_episode  # noqa: E402
+from envs.fileio import RunLock, RunLockedError, atomic_write_json, clean_stale_temps  # noqa: E402
+from envs.memory_maze import STATE_KEYS, RenderingError  # noqa: E402
+from envs.policies import POLICIES, make_policy  # noqa: E402
+
+__all__ = ["CollectArgs", "CollectConfig", "Stopped", "check_config", "collect", "collect_episode", "episode_path",
+           "main", "make_env"]
 
 MANIFEST = "manifest.json"
 FORMAT = "longdream-episodes/1 (Memory Maze offline-dataset keys; action[t] led into image[t], action[0]=0)"
 _SETTINGS = ("env", "seed", "policy", "steps", "noise", "revisit_steps", "fast")
+MAX_SEED = 2**32 - 1  # episode seeds seed + i seed numpy's RandomState (the maze generator), which takes 32 bits
+WATCHDOG_SECONDS = 0.5  # how often a worker checks that its parent is still alive (where prctl is missing)
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>: deliver a signal to this process when its parent thread dies
+EXIT_USAGE = 2  # a refused command (bad argument, folder in use or not writable), like argparse's
+_EXIT_SIGNAL_BASE = 128  # the shell's convention: a run stopped by signal N exits with 128 + N (130, 143)
 
 
 @dataclass(frozen=True)
 class CollectConfig:
-    """One collection run (the command-line options)."""
+    """One collection run: what to collect and where (the settings a folder's manifest records)."""
 
     env: str = "longdream/MemoryMaze-9x9-ExtraObs-v0"
+    """Gymnasium id, longdream/MemoryMaze-{9x9,11x11,13x13,15x15}[-ExtraObs|-Vis|-Top|-ExtraObs-Vis|-ExtraObs-Top]-v0
+    (or module:id of any env reporting Memory Maze's state keys in info)."""
     episodes: int = 24
-    steps: int | None = None  # None -> the task's full episode length
+    """Number of episodes, indices 0..N-1 (re-running with a larger N adds episodes)."""
+    steps: int | None = None
+    """Actions per episode (None: the task's full length, 1000 for 9x9)."""
     out: str = "data/episodes/mm9"
+    """Output folder (created if missing)."""
     workers: int = 1
+    """Worker processes, each with its own env."""
     seed: int = 0
-    policy: str = "explore"
+    """Episode i uses env seed SEED+i (0 <= SEED+i < 2**32)."""
+    policy: Literal["explore", "random", "revisit"] = "explore"
+    """explore: BFS walks to random cells with action noise; random; revisit: walk out, then retrace the path."""
     noise: float = 0.1
-    revisit_steps: int | None = None  # revisit: outward steps per cycle (None -> steps // 2)
+    """Probability of a random action (explore, revisit), in [0, 1]."""
+    revisit_steps: int | None = None
+    """revisit: outward steps before retracing (None: half of --steps)."""
     fast: bool = True
+    """Use the exact speed-ups (vectorised activation check, camera reuse); --no-fast runs stock dm_control."""
+
+
+@dataclass(frozen=True)
+class CollectArgs(CollectConfig):
+    """The command line: a collection run plus how it reports progress."""
+
+    quiet: bool = False
+    """No progress bar."""
+
+    def config(self) -> CollectConfig:
+        """The collection settings without the display options."""
+        return CollectConfig(**{f.name: getattr(self, f.name) for f in fields(CollectConfig)})
+
+
+class Stopped(BaseException):
+    """The collection was asked to stop by a signal (SIGTERM); ``signum`` says which."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = int(signum)
 
 
 def episode_path(out, index: int) -> Path:
+    """The file of episode ``index`` in folder ``out``: ``out/ep_{index:05d}.npz``."""
     return Path(out) / f"ep_{index:05d}.npz"
 
 
-def make_env(env_id: str, fast: bool = True):
-    """``gymnasium.make(env_id)`` for a ``longdream/MemoryMaze-*`` id (registers the ids first)."""
-    import gymnasium
-
-    import envs  # noqa: F401  (registers the ids)
-
-    if not env_id.startswith("longdream/MemoryMaze-"):
+def _spec(env_id: str) -> gymnasium.envs.registration.EnvSpec:
+    """The registered spec of ``env_id`` (``module:id`` imports ``module`` first), or a ValueError naming it."""
+    module, _, name = env_id.rpartition(":")
+    if not module and not name.startswith("longdream/MemoryMaze-"):
         raise ValueError(f"--env {env_id!r}: expected a longdream/MemoryMaze-* id, e.g. "
-                         f"longdream/MemoryMaze-9x9-ExtraObs-v0 (see envs.MEMORY_MAZE_IDS)")
+                         f"longdream/MemoryMaze-9x9-ExtraObs-v0 (see envs.MEMORY_MAZE_IDS), or module:id of an env "
+                         f"that reports Memory Maze's state keys in info")
     try:
-        return gymnasium.make(env_id, fast=fast)
-    except gymnasium.error.Error as e:
+        if module:
+            importlib.import_module(module)
+        return gymnasium.spec(name)
+    except (gymnasium.error.Error, ImportError) as e:
         raise ValueError(f"--env {env_id!r}: {e}. Known ids: {', '.join(envs.MEMORY_MAZE_IDS)}") from e
 
 
-def _max_steps(env_id: str) -> int:
-    import gymnasium
-
-    import envs  # noqa: F401
-
-    try:
-        spec = gymnasium.spec(env_id)
-    except gymnasium.error.Error as e:
-        raise ValueError(f"--env {env_id!r}: {e}. Known ids: {', '.join(envs.MEMORY_MAZE_IDS)}") from e
-    return int(spec.max_episode_steps)
+def make_env(env_id: str, fast: bool = True) -> gymnasium.Env:
+    """``gymnasium.make(env_id, fast=fast)`` for a ``longdream/MemoryMaze-*`` id (or a ``module:id``)."""
+    _spec(env_id)
+    return gymnasium.make(env_id, fast=fast)
 
 
 def collect_episode(env, policy, seed: int, steps: int) -> dict[str, np.ndarray]:
     """Run one episode of ``steps`` actions from ``env.reset(seed=seed)``; returns the episode arrays.
 
-    The policy's random generator is seeded from ``seed`` too (a separate stream from the env's).
+    The policy's random generator is seeded from ``seed`` too (a separate stream from the env's). The env must
+    report Memory Maze's state keys (``envs.memory_maze.STATE_KEYS``) in ``info``.
     """
-    from envs.memory_maze import STATE_KEYS
-
     obs, info = env.reset(seed=int(seed))
+    missing = [k for k in STATE_KEYS if k not in info]
+    if missing:
+        name = env.spec.id if env.spec is not None else type(env.unwrapped).__name__
+        raise ValueError(f"env {name}: reset() info lacks {', '.join(missing)} (collection records Memory "
+                         f"Maze's state keys {', '.join(STATE_KEYS)})")
     policy.reset(info, np.random.default_rng([int(seed), 1]))
     n_actions = int(env.action_space.n)
     frames = [env.unwrapped.render()]
@@ -117,15 +176,78 @@ def collect_episode(env, policy, seed: int, steps: int) -> dict[str, np.ndarray]
     return data
 
 
+# --- checks before any work -------------------------------------------------------------------------------
+def _int_in(flag: str, value, low: int, high: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{flag} {value!r}: expected an integer")
+    if value < low or (high is not None and value > high):
+        raise ValueError(f"{flag} {value}: expected {low}..{high}" if high is not None else
+                         f"{flag} {value}: expected >= {low}")
+    return int(value)
+
+
+def check_config(cfg: CollectConfig) -> int:
+    """Check every setting of ``cfg`` (ValueError naming the option and value); returns the steps per episode.
+
+    Reads nothing but the env registry and ``cfg.out``'s type, writes nothing.
+    """
+    if cfg.policy not in POLICIES:
+        raise ValueError(f"--policy {cfg.policy!r}: expected one of {', '.join(POLICIES)}")
+    episodes = _int_in("--episodes", cfg.episodes, 1)
+    _int_in("--workers", cfg.workers, 1)
+    seed = _int_in("--seed", cfg.seed, 0)
+    if seed + episodes - 1 > MAX_SEED:
+        raise ValueError(f"--seed {seed}: the episode seeds SEED..SEED+{episodes - 1} must stay <= {MAX_SEED}")
+    if isinstance(cfg.noise, bool) or not isinstance(cfg.noise, (int, float)) or not 0.0 <= cfg.noise <= 1.0:
+        raise ValueError(f"--noise {cfg.noise!r}: expected a probability in [0, 1]")
+    limit = int(_spec(cfg.env).max_episode_steps or 0)
+    if limit < 1:
+        raise ValueError(f"--env {cfg.env!r} has no time limit (max_episode_steps); register it with one")
+    steps = limit if cfg.steps is None else _int_in("--steps", cfg.steps, 1, limit)
+    if cfg.revisit_steps is not None:
+        _int_in("--revisit-steps", cfg.revisit_steps, 1, steps)
+    if not isinstance(cfg.fast, bool):
+        raise ValueError(f"fast={cfg.fast!r}: expected True or False")
+    make_policy(cfg.policy, steps=steps, noise=cfg.noise, revisit_steps=cfg.revisit_steps)  # its own checks
+    out = Path(cfg.out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out}: is a file, not a folder; choose a folder for the episodes")
+    return steps
+
+
 # --- one process's work -----------------------------------------------------------------------------------
 _WORKER: dict = {}
 
 
+def _set_parent_death_signal() -> None:
+    """Linux: have the kernel SIGKILL this process when the thread that started it dies; elsewhere a no-op."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # if it fails, the watchdog thread still acts
+
+
+def _init_worker(parent_pid: int) -> None:
+    """Tie a worker's life to the collection's: it ignores Ctrl-C (the parent decides) and dies with the parent.
+
+    Linux: ``prctl(PR_SET_PDEATHSIG, SIGKILL)`` makes the kernel kill the worker when the thread that started it
+    (the collection's main thread) dies, ``kill -9`` included. Everywhere: a daemon thread exits the worker
+    within ``WATCHDOG_SECONDS`` of its parent going away (its parent pid changes when it is re-parented).
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C reaches the whole process group
+    _set_parent_death_signal()
+    if os.getppid() != parent_pid:  # the parent died before the line above took effect
+        os._exit(1)
+
+    def watchdog():
+        while os.getppid() == parent_pid:
+            time.sleep(WATCHDOG_SECONDS)
+        os._exit(1)
+
+    threading.Thread(target=watchdog, name="parent-watchdog", daemon=True).start()
+
+
 def _worker_episode(cfg: CollectConfig, steps: int, index: int) -> tuple[int, int, float, float]:
     """Collect and save episode ``index`` with this process's env; returns (index, steps, secs, return)."""
-    from envs.episodes import save_episode
-    from envs.policies import make_policy
-
     key = (cfg.env, cfg.fast)
     if _WORKER.get("key") != key:
         if "env" in _WORKER:
@@ -146,6 +268,17 @@ def _close_worker_env():
         _WORKER.pop("key", None)
 
 
+def _kill_workers(pool: ProcessPoolExecutor) -> None:
+    """Kill the pool's workers now (their current episodes are abandoned; their temp files die with them)."""
+    kill = getattr(pool, "kill_workers", None)  # public from Python 3.14
+    if kill is not None:
+        kill()
+        return
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        if process.is_alive():
+            process.kill()
+
+
 # --- bookkeeping ------------------------------------------------------------------------------------------
 def _versions() -> dict[str, str]:
     out = {"python": sys.version.split()[0]}
@@ -155,29 +288,6 @@ def _versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             out[dist] = "not installed"
     return out
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def remove_stale_temp_files(out: Path) -> list[Path]:
-    """Delete ``.<name>.<pid>.tmp`` files left by collections that are no longer running."""
-    removed = []
-    for tmp in out.glob(".*.tmp"):
-        parts = tmp.name.rsplit(".", 2)  # ['.ep_00003.npz', '<pid>', 'tmp']
-        owner = int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else None
-        if owner is not None and owner != os.getpid() and _pid_alive(owner):
-            continue  # a live collection owns it
-        tmp.unlink(missing_ok=True)
-        removed.append(tmp)
-    return removed
 
 
 def _check_manifest(out: Path, settings: dict) -> dict | None:
@@ -198,8 +308,6 @@ def _check_manifest(out: Path, settings: dict) -> dict | None:
 
 def _done(out: Path, index: int) -> bool:
     """An episode counts as done when its final file exists and its header checks out."""
-    from envs.episodes import EpisodeError, episode_length
-
     path = episode_path(out, index)
     if not path.is_file():
         return False
@@ -212,42 +320,48 @@ def _done(out: Path, index: int) -> bool:
     return True
 
 
+def _open_folder(out: Path) -> RunLock:
+    """Create ``out`` and take its lock; a folder that cannot be written is a ValueError naming it."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        return RunLock(out, what="collection").acquire()
+    except OSError as e:
+        raise ValueError(f"--out {out}: cannot write there ({e.strerror or e})") from e
+
+
 def collect(cfg: CollectConfig, progress: bool = True) -> dict:
-    """Collect ``cfg.episodes`` episodes into ``cfg.out`` (resuming); returns a summary dict."""
-    from tqdm import tqdm
+    """Collect ``cfg.episodes`` episodes into ``cfg.out`` (resuming); returns a summary dict.
 
-    from envs.policies import POLICIES
-
-    if cfg.policy not in POLICIES:
-        raise ValueError(f"--policy {cfg.policy!r}: expected one of {', '.join(POLICIES)}")
-    if cfg.episodes < 1:
-        raise ValueError(f"--episodes {cfg.episodes}: expected >= 1")
-    if cfg.workers < 1:
-        raise ValueError(f"--workers {cfg.workers}: expected >= 1")
-    limit = _max_steps(cfg.env)
-    steps = limit if cfg.steps is None else int(cfg.steps)
-    if not 1 <= steps <= limit:
-        raise ValueError(f"--steps {steps}: expected 1..{limit} (the time limit of {cfg.env})")
-
+    Raises ValueError for a bad setting or folder before anything is written, and
+    :class:`envs.fileio.RunLockedError` when another collection is using the folder.
+    """
+    # 1. every check that needs no folder, then the folder and its lock, then the folder's own record
+    steps = check_config(cfg)
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    settings = {**asdict(cfg), "steps": steps}
-    old = _check_manifest(out, settings)
-    manifest = {
-        "format": FORMAT,
-        **{k: settings[k] for k in _SETTINGS},
-        "episodes": max(cfg.episodes, (old or {}).get("episodes", 0)),
-        "episode_seed": "seed + index",
-        "files": "ep_{index:05d}.npz",
-        "versions": _versions(),
-        "created": (old or {}).get("created", time.strftime("%Y-%m-%dT%H:%M:%S")),
-    }
-    from worldmodel.utils import atomic_write_json
+    lock = _open_folder(out)
+    try:
+        settings = {**asdict(cfg), "steps": steps}
+        old = _check_manifest(out, settings)
+        # 2. the folder is ours: drop what killed runs left, record the settings, find the missing episodes
+        clean_stale_temps(out)
+        manifest = {
+            "format": FORMAT,
+            **{k: settings[k] for k in _SETTINGS},
+            "episodes": max(cfg.episodes, (old or {}).get("episodes", 0)),
+            "episode_seed": "seed + index",
+            "files": "ep_{index:05d}.npz",
+            "versions": _versions(),
+            "created": (old or {}).get("created", time.strftime("%Y-%m-%dT%H:%M:%S")),
+        }
+        atomic_write_json(out / MANIFEST, manifest)
+        todo = [i for i in range(cfg.episodes) if not _done(out, i)]
+        # 3. collect them
+        return _collect_missing(cfg, steps, out, todo, progress)
+    finally:
+        lock.release()
 
-    atomic_write_json(out / MANIFEST, manifest)
-    remove_stale_temp_files(out)
 
-    todo = [i for i in range(cfg.episodes) if not _done(out, i)]
+def _collect_missing(cfg: CollectConfig, steps: int, out: Path, todo: list[int], progress: bool) -> dict:
     summary = {"out": str(out), "requested": cfg.episodes, "skipped": cfg.episodes - len(todo),
                "collected": 0, "steps": 0, "seconds": 0.0, "return_mean": None}
     if not todo:
@@ -275,17 +389,19 @@ def collect(cfg: CollectConfig, progress: bool = True) -> dict:
             finally:
                 _close_worker_env()
         else:
-            with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+            pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
+                                       initializer=_init_worker, initargs=(os.getpid(),))
+            try:
                 pending = {pool.submit(_worker_episode, cfg, steps, i) for i in todo}
-                try:
-                    while pending:
-                        done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                        for fut in done:
-                            finished(fut.result())
-                except BaseException:
-                    for fut in pending:
-                        fut.cancel()
-                    raise
+                while pending:
+                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    for fut in done:
+                        finished(fut.result())
+            except BaseException:
+                _kill_workers(pool)  # do not wait for the episodes in flight
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
+            pool.shutdown(wait=True)
     finally:
         bar.close()
     summary["seconds"] = time.perf_counter() - t0
@@ -293,48 +409,34 @@ def collect(cfg: CollectConfig, progress: bool = True) -> dict:
     return summary
 
 
-def _parser() -> argparse.ArgumentParser:
-    d = CollectConfig()
-    p = argparse.ArgumentParser(
-        prog="python -m envs.collect",
-        description="Collect real Memory Maze episodes (one .npz per episode, official offline-dataset keys) "
-                    "with N worker processes. Re-running the same command resumes.",
-    )
-    p.add_argument("--env", default=d.env,
-                   help="Gymnasium id, longdream/MemoryMaze-{9x9,11x11,13x13,15x15}[-ExtraObs|-Vis|-Top]-v0 "
-                        f"(default: {d.env})")
-    p.add_argument("--episodes", type=int, default=d.episodes,
-                   help=f"number of episodes, indices 0..N-1 (default: {d.episodes})")
-    p.add_argument("--steps", type=int, default=None,
-                   help="actions per episode (default: the task's full length, 1000 for 9x9)")
-    p.add_argument("--out", default=d.out, help=f"output folder (default: {d.out})")
-    p.add_argument("--workers", type=int, default=d.workers, help=f"worker processes (default: {d.workers})")
-    p.add_argument("--seed", type=int, default=d.seed,
-                   help=f"episode i uses env seed SEED+i (default: {d.seed})")
-    p.add_argument("--policy", default=d.policy, choices=["explore", "random", "revisit"],
-                   help="explore: BFS walks to random cells with action noise; random; "
-                        f"revisit: walk out, then retrace the path back (default: {d.policy})")
-    p.add_argument("--noise", type=float, default=d.noise,
-                   help=f"probability of a random action, explore/revisit (default: {d.noise})")
-    p.add_argument("--revisit-steps", type=int, default=None,
-                   help="revisit: outward steps before retracing (default: half of --steps)")
-    p.add_argument("--no-fast", dest="fast", action="store_false",
-                   help="use stock dm_control code (default: the exact vectorised activation check and "
-                        "camera reuse)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    return p
+# --- command line -----------------------------------------------------------------------------------------
+def _raise_stopped(signum, frame):
+    raise Stopped(signum)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    cfg = CollectConfig(env=args.env, episodes=args.episodes, steps=args.steps, out=args.out,
-                        workers=args.workers, seed=args.seed, policy=args.policy, noise=args.noise,
-                        revisit_steps=args.revisit_steps, fast=args.fast)
+    """``python -m envs.collect``: parse the options, collect, print a summary; returns the exit code."""
+    args = tyro.cli(CollectArgs, args=argv, prog="python -m envs.collect",
+                    description="Collect real Memory Maze episodes (one .npz per episode, official offline-dataset "
+                                "keys) with N worker processes. Re-running the same command resumes.")
+    stop = "re-run the same command to resume (finished episodes are kept)"
+    previous = signal.signal(signal.SIGTERM, _raise_stopped)
     try:
-        summary = collect(cfg, progress=not args.quiet)
-    except ValueError as e:
+        summary = collect(args.config(), progress=not args.quiet)
+    except (ValueError, RunLockedError) as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
+    except RenderingError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"\ninterrupted (SIGINT): {stop}", file=sys.stderr)
+        return _EXIT_SIGNAL_BASE + signal.SIGINT
+    except Stopped as e:
+        print(f"stopped ({e}): {stop}", file=sys.stderr)
+        return _EXIT_SIGNAL_BASE + e.signum
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     rate = summary["steps"] / summary["seconds"] if summary["seconds"] else 0.0
     print(f"{summary['out']}: collected {summary['collected']}, skipped {summary['skipped']} already done "
           f"({summary['steps']} steps in {summary['seconds']:.1f} s, {rate:.0f} steps/s)")

@@ -24,7 +24,7 @@ import torch
 from gymnasium import spaces
 
 from envs.contexts import ContextSampler, check_context_length, exact_int
-from worldmodel.model import DreamState, WorldModel, load
+from worldmodel.model import DreamState, WorldModel, check_finite_weights, load
 
 __all__ = [
     "DEFAULT_CONTEXT_FRAMES",
@@ -83,6 +83,7 @@ def torch_generator(rng: np.random.Generator) -> torch.Generator:
 def _load_model(checkpoint, device) -> tuple[WorldModel, str]:
     """A WorldModel from a checkpoint path (eval mode) or an already built WorldModel, in inference layout."""
     if isinstance(checkpoint, WorldModel):
+        check_finite_weights(checkpoint, "<WorldModel instance>")
         return _inference_layout(checkpoint.eval()), "<WorldModel instance>"
     if checkpoint is None:
         raise ValueError("a dream env needs checkpoint=PATH to a trained world model (RUN_DIR/checkpoint.pt)")

@@ -1,7 +1,7 @@
 """Episode files, the data layer: read, validate, write, split, and sample fixed-length windows.
 
 Everything else builds on this module (real envs and collection, the world model, the dream env); it imports
-only numpy and torch, never another module of ours.
+only numpy, torch and the data layer's file helpers (``envs.fileio``).
 
 Format: one ``.npz`` per episode with the keys of the official Memory Maze offline dataset
 (https://github.com/jurgisp/memory-maze, "Offline Dataset"); every array has a leading time axis of
@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import warnings
 import zipfile
 import zlib
@@ -48,6 +47,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from envs.fileio import atomic_write
 
 __all__ = [
     "OFFICIAL_KEYS",
@@ -260,22 +261,14 @@ def load_episode(path, keys: Iterable[str] | None = None) -> dict[str, np.ndarra
 
 # --- writing ----------------------------------------------------------------------------------------------
 def save_episode(path, data: dict[str, np.ndarray]) -> Path:
-    """Validate and write one episode atomically (temp file in the same folder, then ``os.replace``).
+    """Validate and write one episode atomically (``envs.fileio.atomic_write``: temp file, fsync, rename).
 
-    The temp name ``.<name>.<pid>.tmp`` never matches ``*.npz``, so readers never see a partial file.
+    The temp name ``.<name>.<random>.tmp`` never matches ``*.npz``, so readers never see a partial file.
     """
     path = Path(path)
     check_episode(path, data)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:  # a file object: np.savez would append ".npz" to a bare name
-            np.savez_compressed(f, **data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_write(path) as f:  # a file object: np.savez would append ".npz" to a bare name
+        np.savez_compressed(f, **data)
     return path
 
 

@@ -23,7 +23,12 @@ the vectorised target activation check of :mod:`envs.activation`, and one reused
 physics instead of allocating a fresh ``MjvScene`` for every frame. ``fast=False`` is stock behaviour.
 
 Rendering: ``MUJOCO_GL`` defaults to ``egl`` (headless; works on CPU through Mesa). A value the user set is
-respected. It must be set before ``dm_control`` is first imported.
+respected. It must be set before ``dm_control`` is first imported, which importing this module does (``import
+envs`` alone does not: it registers the ids with string entry points); an unusable value raises
+:class:`RenderingError` there or on the first frame, naming the backends to try.
+
+The ``memory-maze`` package imports the old ``gym``, which prints a deprecation banner; this module imports it
+with that output silenced, so users of ``envs`` never see it.
 """
 from __future__ import annotations
 
@@ -39,6 +44,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 
 import gymnasium as gym  # noqa: E402
 import numpy as np  # noqa: E402
+from absl import logging as absl_logging  # noqa: E402
 from gymnasium import spaces  # noqa: E402
 
 __all__ = [
@@ -48,6 +54,7 @@ __all__ = [
     "MemoryMazeConfig",
     "MemoryMazeEnv",
     "RenderingError",
+    "ReusedMJCFCamera",
     "apply_camera_reuse",
     "import_memory_maze_tasks",
 ]
@@ -59,6 +66,7 @@ SIZES: dict[str, tuple[int, int, int]] = {
     "13x13": (13, 5, 3000),
     "15x15": (15, 6, 4000),
 }
+MIN_CAMERA_RESOLUTION = 16  # pixels per side: the smallest frame MemoryMazeConfig accepts (the tasks render 64)
 ACTION_NAMES = ("noop", "forward", "left", "right", "forward_left", "forward_right")
 # State arrays of the official offline dataset besides image/action/reward.
 STATE_KEYS = (
@@ -72,8 +80,43 @@ _GL_HINT = (
 )
 
 
+_GL_WORDS = re.compile(r"opengl|\begl\b|osmesa|glfw|mujoco_gl|glgeterror|mjr_\w+|gl context|pyopengl", re.I)
+
+
 class RenderingError(RuntimeError):
     """MuJoCo rendering could not start; the message lists the MUJOCO_GL backends to try."""
+
+
+def _looks_like_gl_error(e: BaseException) -> bool:
+    return bool(_GL_WORDS.search(f"{type(e).__name__} {e}"))
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Silence warnings and stderr output (the old ``gym`` prints its deprecation banner on import)."""
+    with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
+        warnings.simplefilter("ignore")
+        yield
+
+
+try:
+    # dm_control picks its OpenGL backend from MUJOCO_GL when first imported: an unknown value fails here.
+    from dm_control.composer.observation.observable.mjcf import MJCFCamera
+    from dm_control.mujoco.engine import Camera
+
+    from envs.activation import apply_fast_activation
+
+    with _quiet():  # memory_maze/__init__ imports the old gym
+        from memory_maze import tasks as _tasks
+        from memory_maze.maze import TextMazeVaryingWalls
+except (RuntimeError, ImportError, AttributeError) as _error:
+    if not _looks_like_gl_error(_error):
+        raise
+    raise RenderingError(f"could not load MuJoCo rendering ({type(_error).__name__}: {_error}) with "
+                         + _GL_HINT.format(value=os.environ.get("MUJOCO_GL"))) from _error
+
+# dm_control warns "Cannot set velocity on Entity with no free joint" on every reset.
+absl_logging.set_verbosity(absl_logging.ERROR)
 
 
 @dataclass(frozen=True)
@@ -90,85 +133,55 @@ class MemoryMazeConfig:
     def __post_init__(self):
         if self.size not in SIZES:
             raise ValueError(f"MemoryMazeConfig.size={self.size!r}: expected one of {sorted(SIZES)}")
-        if int(self.camera_resolution) < 16:
-            raise ValueError(f"MemoryMazeConfig.camera_resolution={self.camera_resolution!r}: expected >= 16")
+        if int(self.camera_resolution) < MIN_CAMERA_RESOLUTION:
+            raise ValueError(f"MemoryMazeConfig.camera_resolution={self.camera_resolution!r}: expected >= "
+                             f"{MIN_CAMERA_RESOLUTION}")
 
     @property
     def max_episode_steps(self) -> int:
+        """The task's time limit in 4 Hz steps."""
         return SIZES[self.size][2]
 
     @property
     def n_targets(self) -> int:
+        """How many targets the maze holds."""
         return SIZES[self.size][1]
 
 
 def import_memory_maze_tasks():
-    """Import ``memory_maze.tasks`` quietly (its package imports the old ``gym``, which prints a notice).
-
-    Raises :class:`RenderingError` naming the backends to try if dm_control's renderer cannot load.
-    """
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
-            warnings.simplefilter("ignore")
-            from memory_maze import tasks
-    except (RuntimeError, ImportError, AttributeError) as e:
-        if _looks_like_gl_error(e):
-            raise RenderingError(
-                f"could not load MuJoCo rendering ({type(e).__name__}: {e}) with "
-                + _GL_HINT.format(value=os.environ.get("MUJOCO_GL"))
-            ) from e
-        raise
-    from absl import logging as absl_logging
-
-    # dm_control warns "Cannot set velocity on Entity with no free joint" on every reset.
-    absl_logging.set_verbosity(absl_logging.ERROR)
-    return tasks
+    """The ``memory_maze.tasks`` module (the official task factories), imported quietly with this module."""
+    return _tasks
 
 
 # --- exact speed-up 2: reuse one camera (and its MjvScene) per physics ------------------------------------
-_REUSED_CAMERA_CLASS = None
+class ReusedMJCFCamera(MJCFCamera):
+    """dm_control's ``MJCFCamera`` observable, rendering through one persistent Camera per physics.
 
+    Stock ``MJCFCamera`` calls ``physics.render``: a new Camera + MjvScene for every frame. composer builds
+    observation callables once per compiled physics, so holding one Camera in the closure renders the same
+    pixels (``mjv_updateScene`` rewrites the scene from ``physics.data``) without the allocation. The buffer is
+    copied because the Camera reuses it.
+    """
 
-def _reused_camera_class():
-    """Subclass of dm_control's ``MJCFCamera`` observable that renders through one persistent Camera."""
-    global _REUSED_CAMERA_CLASS
-    if _REUSED_CAMERA_CLASS is None:
-        from dm_control.composer.observation.observable.mjcf import MJCFCamera
-        from dm_control.mujoco.engine import Camera
+    def _callable(self, physics):
+        camera = Camera(physics, height=self._height, width=self._width,
+                        camera_id=self._mjcf_element.full_identifier)
 
-        class ReusedMJCFCamera(MJCFCamera):
-            """Stock ``MJCFCamera`` calls ``physics.render``: a new Camera + MjvScene for every frame.
+        def get_observation():
+            pixels = camera.render(depth=self._depth, segmentation=self._segmentation,
+                                   scene_option=self._scene_option,
+                                   render_flag_overrides=self._render_flag_overrides)
+            return np.atleast_3d(pixels).copy()
 
-            composer builds observation callables once per compiled physics, so holding one Camera in the
-            closure renders the same pixels (``mjv_updateScene`` rewrites the scene from ``physics.data``)
-            without the allocation. The buffer is copied because the Camera reuses it.
-            """
-
-            def _callable(self, physics):
-                camera = Camera(physics, height=self._height, width=self._width,
-                                camera_id=self._mjcf_element.full_identifier)
-
-                def get_observation():
-                    pixels = camera.render(depth=self._depth, segmentation=self._segmentation,
-                                           scene_option=self._scene_option,
-                                           render_flag_overrides=self._render_flag_overrides)
-                    return np.atleast_3d(pixels).copy()
-
-                return get_observation
-
-        _REUSED_CAMERA_CLASS = ReusedMJCFCamera
-    return _REUSED_CAMERA_CLASS
+        return get_observation
 
 
 def apply_camera_reuse(task) -> int:
     """Swap each stock ``MJCFCamera`` observable of a composer ``task`` for the reusing one; returns count."""
-    from dm_control.composer.observation.observable.mjcf import MJCFCamera
-
-    cls = _reused_camera_class()
     changed = 0
     for observable in task.observables.values():
         if type(observable) is MJCFCamera:
-            observable.__class__ = cls
+            observable.__class__ = ReusedMJCFCamera
             changed += 1
     return changed
 
@@ -222,8 +235,7 @@ class MemoryMazeEnv(gym.Env):
 
     # --- building ---------------------------------------------------------------------------------------
     def _build(self, seed: int):
-        tasks = import_memory_maze_tasks()
-        factory = getattr(tasks, f"memory_maze_{self.config.size}")
+        factory = getattr(_tasks, f"memory_maze_{self.config.size}")
         if self._dm is not None:
             self._dm.close()
             self._dm = None
@@ -236,8 +248,6 @@ class MemoryMazeEnv(gym.Env):
             camera_resolution=self.config.camera_resolution,
         )
         if self.config.fast:
-            from envs.activation import apply_fast_activation
-
             apply_fast_activation(dm.task)
             apply_camera_reuse(dm.task)
         self._dm = dm
@@ -256,8 +266,6 @@ class MemoryMazeEnv(gym.Env):
         if self._dm is None:
             return False
         try:
-            from memory_maze.maze import TextMazeVaryingWalls
-
             composer_env = self._dm
             while "_random_state" not in vars(composer_env):
                 composer_env = composer_env.env
@@ -271,7 +279,7 @@ class MemoryMazeEnv(gym.Env):
                 room_min_size=old._room_min_size, room_max_size=old._room_max_size,
                 max_variations=old._max_variations, spawns_per_room=old._spawns_per_room,
                 objects_per_room=old._objects_per_room, simplify=True,
-                random_seed=random_state.randint(2147483648),
+                random_seed=random_state.randint(2147483648),  # 2**31: the very draw memory_maze.tasks makes
             )
         except AttributeError:
             return False
@@ -289,18 +297,20 @@ class MemoryMazeEnv(gym.Env):
 
     @property
     def physics(self):
+        """The dm_control physics of the task (after the first reset)."""
         if self._dm is None:
             raise RuntimeError("MemoryMazeEnv: call reset() before accessing the physics")
         return self._dm.physics
 
     # --- gymnasium API ----------------------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        """Start an episode; ``seed`` gives the episode of the official task built with that seed."""
         super().reset(seed=seed)
         if seed is not None:
             if not self._reseed(seed):
                 self._build(seed)
         elif self._dm is None:
-            self._build(int(self.np_random.integers(2**31 - 1)))
+            self._build(int(self.np_random.integers(2**31 - 1)))  # any seed RandomState and labmaze accept
         try:
             ts = self._dm.reset()  # renders the first frame
         except Exception as e:
@@ -316,6 +326,7 @@ class MemoryMazeEnv(gym.Env):
         return obs, info
 
     def step(self, action):
+        """Apply one action (an integer in [0, 6)) for one 4 Hz control step."""
         if self._needs_reset:
             raise RuntimeError("MemoryMazeEnv.step() called before reset() or after the episode was "
                                "truncated; call reset() first")
@@ -329,11 +340,13 @@ class MemoryMazeEnv(gym.Env):
         return obs, float(ts.reward), False, truncated, info
 
     def render(self):
+        """The current frame, uint8 (H, W, 3)."""
         if self._frame is None:
             raise RuntimeError("MemoryMazeEnv.render() called before reset()")
         return self._frame.copy()
 
     def close(self):
+        """Free the dm_control task (a later reset builds it again)."""
         if self._dm is not None:
             self._dm.close()
             self._dm = None
@@ -361,10 +374,3 @@ def _as_action(action) -> int:
         raise ValueError(f"action={a}: expected an integer in [0, {len(ACTION_NAMES)}) "
                          f"({', '.join(ACTION_NAMES)})")
     return a
-
-
-_GL_WORDS = re.compile(r"opengl|\begl\b|osmesa|glfw|mujoco_gl|glgeterror|mjr_\w+|gl context|pyopengl", re.I)
-
-
-def _looks_like_gl_error(e: BaseException) -> bool:
-    return bool(_GL_WORDS.search(f"{type(e).__name__} {e}"))

@@ -82,7 +82,9 @@ class NavigatorConfig:
     reach: float = 0.3  # distance to a cell centre that counts as arrived
     off_axis: float = 0.3  # lateral offset from the corridor axis that sends the agent to its cell centre
     stuck_steps: int = 8  # steps without progress before a short random escape
-    escape_steps: int = 3
+    escape_steps: int = 3  # random actions in one escape (about one turn's worth: a full spin is ~19 steps)
+    still: float = 0.01  # a step that moves the agent less than this (cells) counts as no progress
+    at_target: float = 0.05  # closer than this (cells) to the point steered at: noop
 
 
 class Navigator:
@@ -96,9 +98,11 @@ class Navigator:
         self._escape = 0
 
     def set_goal(self, goal: Cell):
+        """Walk to ``goal`` (x, y) from now on."""
         self.goal = goal
 
     def arrived(self, info) -> bool:
+        """True when the agent stands near the goal cell's centre (or there is no goal)."""
         if self.goal is None:
             return True
         pos = np.asarray(info["agent_pos"], dtype=np.float64)
@@ -107,13 +111,14 @@ class Navigator:
         return in_cell and np.linalg.norm(pos - centre) < self.config.reach
 
     def act(self, info, rng: np.random.Generator) -> int:
+        """The next action towards the goal: steer at the next cell centre of the BFS path."""
         cfg = self.config
         layout = np.asarray(info["maze_layout"])
         pos = np.asarray(info["agent_pos"], dtype=np.float64)
         heading = np.asarray(info["agent_dir"], dtype=np.float64)
 
         # stuck detection: no movement for a while -> a few random actions
-        if self._last_pos is not None and np.linalg.norm(pos - self._last_pos) < 0.01:
+        if self._last_pos is not None and np.linalg.norm(pos - self._last_pos) < cfg.still:
             self._still += 1
         else:
             self._still = 0
@@ -139,7 +144,7 @@ class Navigator:
             lateral = abs(offset[0] * axis[1] - offset[1] * axis[0])
             target = centre if lateral > cfg.off_axis else nxt
         delta = target - pos
-        if np.linalg.norm(delta) < 0.05:
+        if np.linalg.norm(delta) < cfg.at_target:
             return NOOP
         error = _wrap(np.arctan2(delta[1], delta[0]) - np.arctan2(heading[1], heading[0]))
         if abs(error) > cfg.turn_in_place:
@@ -161,9 +166,11 @@ class RandomPolicy:
     phase = 0
 
     def reset(self, info, rng: np.random.Generator):
+        """Start an episode drawing actions from ``rng``."""
         self.rng = rng
 
     def act(self, info) -> int:
+        """A uniform random action."""
         return int(self.rng.integers(N_ACTIONS))
 
 
@@ -179,6 +186,7 @@ class ExplorePolicy:
         self.noise = noise
 
     def reset(self, info, rng: np.random.Generator):
+        """Start an episode from the state in ``info``, drawing goals and noise from ``rng``."""
         self.rng = rng
         self.nav = Navigator()
         self._new_goal(info)
@@ -192,6 +200,7 @@ class ExplorePolicy:
         self.nav.set_goal(reachable[int(self.rng.integers(len(reachable)))])
 
     def act(self, info) -> int:
+        """Walk towards the current goal (a new one once arrived), or a random action with probability noise."""
         if self.nav.arrived(info):
             self._new_goal(info)
         action = self.nav.act(info, self.rng)
@@ -212,6 +221,7 @@ class RevisitPolicy:
         self.explore = ExplorePolicy(noise=noise)
 
     def reset(self, info, rng: np.random.Generator):
+        """Start an episode (and its first outward phase) from the state in ``info``."""
         self.rng = rng
         self.explore.reset(info, rng)
         self._start_cycle(info)
@@ -229,6 +239,7 @@ class RevisitPolicy:
             self._trail.append(here)
 
     def act(self, info) -> int:
+        """Explore while outward; then follow the recorded cells back (``phase`` tells which)."""
         if self.phase == 0:
             self._record(info)
             if self._t >= self.out_steps:
@@ -252,6 +263,7 @@ class RevisitPolicy:
 
 
 POLICIES = ("explore", "random", "revisit")
+DEFAULT_EPISODE_STEPS = 500  # the episode length revisit's default outward half is taken from when none is given
 
 
 def make_policy(name: str, *, steps: int | None = None, noise: float = 0.1, revisit_steps: int | None = None):
@@ -261,6 +273,6 @@ def make_policy(name: str, *, steps: int | None = None, noise: float = 0.1, revi
     if name == "random":
         return RandomPolicy()
     if name == "revisit":
-        out = revisit_steps if revisit_steps is not None else max(1, (steps or 500) // 2)
+        out = revisit_steps if revisit_steps is not None else max(1, (steps or DEFAULT_EPISODE_STEPS) // 2)
         return RevisitPolicy(out_steps=out, noise=noise)
     raise ValueError(f"unknown policy {name!r}: expected one of {', '.join(POLICIES)}")

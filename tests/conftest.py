@@ -1,4 +1,4 @@
-"""Shared test fixtures: synthetic episodes in the official format, real Memory Maze episodes, one tiny trained model."""
+"""Shared test fixtures: synthetic episodes in the official format, real Memory Maze episodes, a tiny trained model."""
 import os
 import subprocess
 import sys

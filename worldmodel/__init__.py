@@ -1,4 +1,4 @@
-"""longdream.worldmodel: the long-context hybrid video world model (block-wise Mamba2 + frame-local attention).
+"""worldmodel: the long-context hybrid video world model (block-wise Mamba2 + frame-local attention).
 
     import worldmodel
     model = worldmodel.load("runs/demo/checkpoint.pt")     # trained WorldModel, eval mode, EMA weights
@@ -8,8 +8,8 @@ Submodules are imported lazily so `import worldmodel` stays cheap and never need
 """
 
 
-def load(path, device="auto", ema: bool = True):
-    """Load a trained world model from RUN_DIR/checkpoint.pt (see worldmodel.model.load)."""
-    from .model import load as _load
+def load(path, device="auto", ema: bool = True, sampling_steps: int | None = None, context_noise: float | None = None):
+    """Load a trained world model from RUN_DIR/checkpoint.pt (see :func:`worldmodel.model.load`)."""
+    from .model import load as _load  # lazy on purpose: `import worldmodel` must not import torch
 
-    return _load(path, device=device, ema=ema)
+    return _load(path, device=device, ema=ema, sampling_steps=sampling_steps, context_noise=context_noise)

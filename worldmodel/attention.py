@@ -30,6 +30,7 @@ share it). Only relative offsets enter the scores, so this works with a sliding 
 Axis legend: B batch, T frames, S tokens per frame, H heads, d head dim, D model width, n blocks of frames,
 f frames per block, w key frames per block, K cached frames.
 """
+
 from __future__ import annotations
 
 import math
@@ -42,6 +43,8 @@ from torch import nn
 
 __all__ = [
     "MODES",
+    "PAPER_CHUNK",
+    "PAPER_WINDOW",
     "STREAMING_MODES",
     "FrameAttention",
     "allowed_frames",
@@ -63,6 +66,8 @@ except Exception:
     _flex_attention = None
     _create_block_mask = None
 
+PAPER_CHUNK = 5  # the paper's frame-local attention: chunks of 5 frames (a 10-frame window with the previous one)
+PAPER_WINDOW = 192  # the paper's windowed causal Transformer baseline sees the last 192 frames
 _SCORE_BUDGET = 2**25  # elements of the attention score tensor materialised at once (128 MB in fp32)
 _compiled_flex = None  # torch.compile(flex_attention), built on first CUDA use
 
@@ -81,7 +86,7 @@ def _check_mode(mode: str, chunk: int, window: int) -> None:
         raise ValueError(f"attention window (frames) must be >= 1, got {window}")
 
 
-def allowed_frames(q: torch.Tensor, k: torch.Tensor, mode: str, chunk: int = 5, window: int = 192):
+def allowed_frames(q: torch.Tensor, k: torch.Tensor, mode: str, chunk: int = PAPER_CHUNK, window: int = PAPER_WINDOW):
     """Boolean (broadcast of q and k): may query frame q attend to key frame k? Integer frame indices;
     negative key indices never match (they stand for 'before the start')."""
     if mode == "local":
@@ -99,7 +104,7 @@ def allowed_frames(q: torch.Tensor, k: torch.Tensor, mode: str, chunk: int = 5, 
     return ok & (k >= 0)
 
 
-def frame_mask(T: int, mode: str, chunk: int = 5, window: int = 192, device=None) -> torch.Tensor:
+def frame_mask(T: int, mode: str, chunk: int = PAPER_CHUNK, window: int = PAPER_WINDOW, device=None) -> torch.Tensor:
     """(T, T) boolean [query frame, key frame] mask of ``mode``."""
     _check_mode(mode, chunk, window)
     f = torch.arange(T, device=device)
@@ -130,7 +135,7 @@ def _check_qkv(q, k, v, where):
         )
 
 
-def frame_attention_dense(q, k, v, mode: str, chunk: int = 5, window: int = 192) -> torch.Tensor:
+def frame_attention_dense(q, k, v, mode: str, chunk: int = PAPER_CHUNK, window: int = PAPER_WINDOW) -> torch.Tensor:
     """Reference: one SDPA call over all T*S tokens with the explicit (T*S, T*S) boolean mask.
     q, k, v (B, T, S, H, d) -> (B, T, S, H, d). Quadratic; for tests and short sequences."""
     _check_qkv(q, k, v, "frame_attention_dense")
@@ -202,7 +207,7 @@ def _causal_blocks(q, k, v) -> torch.Tensor:
     return torch.cat(outs, dim=1)
 
 
-def frame_attention_flex(q, k, v, mode: str, chunk: int = 5, window: int = 192) -> torch.Tensor:
+def frame_attention_flex(q, k, v, mode: str, chunk: int = PAPER_CHUNK, window: int = PAPER_WINDOW) -> torch.Tensor:
     """FlexAttention path (optional): the same frame mask as a block mask over the flattened sequence.
     Compiled on CUDA; eager (dense, slow, for parity only) elsewhere."""
     if not has_flex_attention():
@@ -229,7 +234,7 @@ def frame_attention_flex(q, k, v, mode: str, chunk: int = 5, window: int = 192) 
     return rearrange(out, "b h (t s) d -> b t s h d", s=S)
 
 
-def frame_attention(q, k, v, mode: str, chunk: int = 5, window: int = 192, backend: str = "sdpa"):
+def frame_attention(q, k, v, mode: str, chunk: int = PAPER_CHUNK, window: int = PAPER_WINDOW, backend: str = "sdpa"):
     """Frame-masked attention, q, k, v (B, T, S, H, d) -> (B, T, S, H, d).
 
     backend "sdpa": linear-cost blocked implementation ("causal" is quadratic by definition);
@@ -274,14 +279,20 @@ class FrameAttention(nn.Module):
     costs the same at any t; for "causal" K = t grows (the quadratic reference).
     """
 
-    def __init__(self, dim: int, heads: int, mode: str = "local", chunk: int = 5, window: int = 192,
-                 rope: bool = False, backend: str = "sdpa"):
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        mode: str = "local",
+        chunk: int = PAPER_CHUNK,
+        window: int = PAPER_WINDOW,
+        rope: bool = False,
+        backend: str = "sdpa",
+    ):
         super().__init__()
         _check_mode(mode, chunk, window)
         if mode not in STREAMING_MODES:
-            raise ValueError(
-                f"FrameAttention: mode must be one of {STREAMING_MODES} (streamable), got {mode!r}"
-            )
+            raise ValueError(f"FrameAttention: mode must be one of {STREAMING_MODES} (streamable), got {mode!r}")
         if dim % heads:
             raise ValueError(f"FrameAttention: dim ({dim}) must be a multiple of heads ({heads})")
         if rope and (dim // heads) % 2:
@@ -318,6 +329,8 @@ class FrameAttention(nn.Module):
         return rearrange(self.qkv(x), "... s (three h d) -> three ... s h d", three=3, h=self.heads)
 
     def forward(self, x: torch.Tensor, return_cache: bool = False):
+        """Attention over T frames at once: x (B, T, S, D) -> y (B, T, S, D); with ``return_cache`` also the
+        cache the T frames leave (equal to what T calls of :meth:`step` would leave)."""
         if x.ndim != 4 or x.shape[-1] != self.dim:
             raise ValueError(f"FrameAttention.forward: x must be (B, T, S, {self.dim}), got {tuple(x.shape)}")
         B, T, S, _ = x.shape
@@ -340,6 +353,9 @@ class FrameAttention(nn.Module):
         return y, {"k": kc, "v": vc, "t": t}
 
     def step(self, x_t: torch.Tensor, cache: dict[str, torch.Tensor]):
+        """One new frame per batch row: x_t (B, S, D) attends to itself and the cached frames its mode allows.
+
+        Returns (y_t (B, S, D), new cache); ``cache`` is not modified (a step can be repeated from it)."""
         if x_t.ndim != 3 or x_t.shape[-1] != self.dim:
             raise ValueError(f"FrameAttention.step: x_t must be (B, S, {self.dim}), got {tuple(x_t.shape)}")
         B, S, _ = x_t.shape

@@ -17,7 +17,6 @@ KL divergence to N(0, I) averaged per latent element.
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -29,7 +28,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
 
-from worldmodel.metrics import psnr
+from . import presets
+from .config import config_from_dict
+from .metrics import psnr
 
 __all__ = [
     "AutoencoderConfig",
@@ -45,16 +46,24 @@ __all__ = [
 class AutoencoderConfig:
     """Sizes of the frame <-> latent autoencoder. `channels[i]` is the width at resolution image_size / 2**i,
     so len(channels) == log2(downsample) + 1; `blocks[i]` residual blocks run at that level (encoder and
-    decoder alike)."""
+    decoder alike). The presets are in worldmodel/presets.py (AUTOENCODER); the defaults are the cpu preset's."""
 
     image_size: int = 64
+    """Frame height and width in pixels (square frames)."""
     image_channels: int = 3
+    """Colour channels of a frame (3: RGB)."""
     downsample: int = 8
+    """Frame size / latent grid size: a power of two (8: 64x64 frames -> an 8x8 latent grid)."""
     channels: tuple[int, ...] = (16, 32, 64, 128)
+    """Convolution width per resolution level, full resolution first (log2(downsample) + 1 entries)."""
     blocks: tuple[int, ...] = (0, 1, 1, 2)
+    """Residual blocks per resolution level (one entry per level)."""
     latent_channels: int = 8
+    """C of the latent grid (C x h x w) the diffusion model works on."""
     kl_weight: float = 1e-6
+    """Weight of the KL divergence to N(0, I) next to the pixel MSE (small: a nearly deterministic encoder)."""
     norm_groups: int = 8
+    """GroupNorm groups; every entry of `channels` must be divisible by it."""
 
     def __post_init__(self) -> None:
         levels = int(round(math.log2(self.downsample))) if self.downsample > 0 else -1
@@ -80,36 +89,24 @@ class AutoencoderConfig:
 
     @property
     def latent_shape(self) -> tuple[int, int, int]:
+        """(C, h, w) of the latent grid."""
         s = self.image_size // self.downsample
         return (self.latent_channels, s, s)
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> AutoencoderConfig:
+    def from_dict(cls, d: Mapping[str, Any], source: str | None = None) -> AutoencoderConfig:
         """Rebuild from a dict (e.g. a checkpoint's), lists back to tuples; unknown keys are an error."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"AutoencoderConfig: unknown field(s) {unknown}; known fields: {sorted(names)}")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+        return config_from_dict(cls, d, source)
 
 
-AUTOENCODER_PRESETS: dict[str, dict[str, Any]] = {
-    # tests: a few thousand parameters, runs in milliseconds
-    "tiny": dict(channels=(8, 16, 16, 16), blocks=(0, 0, 0, 1), latent_channels=4, norm_groups=4),
-    # the CPU demo: 64x64x3 -> 8 x 8x8, 1.7M parameters; > 30 dB held-out PSNR on Memory Maze in ~800 steps
-    "cpu": dict(channels=(16, 32, 64, 128), blocks=(0, 1, 1, 2), latent_channels=8),
-    # GPU: 64x64x3 -> 8 x 16x16, wider and deeper
-    "paper": dict(downsample=4, channels=(64, 128, 256), blocks=(1, 2, 2), latent_channels=8,
-                  norm_groups=32),
-}
+# The presets' numbers live in worldmodel/presets.py; this name is kept for existing imports.
+AUTOENCODER_PRESETS: dict[str, dict[str, Any]] = presets.AUTOENCODER
 
 
 def autoencoder_config(preset: str, **overrides: Any) -> AutoencoderConfig:
     """The named preset ("tiny" | "cpu" | "paper") with optional field overrides."""
-    if preset not in AUTOENCODER_PRESETS:
-        raise ValueError(f"unknown autoencoder preset {preset!r}; "
-                         f"choose one of {sorted(AUTOENCODER_PRESETS)}")
-    return AutoencoderConfig(**{**AUTOENCODER_PRESETS[preset], **overrides})
+    presets.check_preset(preset, "autoencoder preset")
+    return AutoencoderConfig(**{**presets.AUTOENCODER[preset], **overrides})
 
 
 # ---------------------------------------------------------------------------------------------- frames
@@ -212,6 +209,7 @@ class Autoencoder(nn.Module):
 
     @property
     def device(self) -> torch.device:
+        """The device the weights are on."""
         return self.latent_mean.device
 
     # -- input handling -------------------------------------------------------------------------------
@@ -315,4 +313,5 @@ class Autoencoder(nn.Module):
         return loss, logs
 
     def num_parameters(self) -> int:
+        """Number of parameters (weights and biases)."""
         return sum(p.numel() for p in self.parameters())

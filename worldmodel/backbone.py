@@ -33,13 +33,14 @@ import dataclasses
 import functools
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
+from . import presets
 from .attention import FrameAttention
 from .mamba2 import Mamba2, Mamba2Config
 
@@ -47,6 +48,7 @@ __all__ = [
     "ATTN_MODES",
     "PRESETS",
     "VARIANTS",
+    "Variant",
     "Backbone",
     "BackboneConfig",
     "BlockwiseSSM",
@@ -57,7 +59,9 @@ __all__ = [
 
 State = dict[str, Any]
 ATTN_MODES = ("local", "causal", "window", "none")
-VARIANTS = ("hybrid", "hybrid_block1", "mamba2", "mamba2_local_attn", "causal_full", "causal_window")
+# the paper's model and its baselines (see backbone_config)
+Variant = Literal["hybrid", "hybrid_block1", "mamba2", "mamba2_local_attn", "causal_full", "causal_window"]
+VARIANTS: tuple[str, ...] = get_args(Variant)
 
 
 # ------------------------------------------------------------------------------------------------ config
@@ -74,7 +78,8 @@ def _pair(value, field: str) -> tuple[int, int]:
 
 @dataclass(frozen=True)
 class BackboneConfig:
-    """Hyper-parameters of the backbone. Lists (e.g. from JSON) are accepted and stored as tuples."""
+    """Hyper-parameters of the backbone. Lists (e.g. from JSON) are accepted and stored as tuples. The presets'
+    sizes are in worldmodel/presets.py (BACKBONE); the defaults here are the cpu preset's."""
 
     latent_channels: int  # C of the autoencoder's latent grid
     latent_size: tuple[int, int]  # (h, w) of the latent grid
@@ -168,19 +173,13 @@ class BackboneConfig:
         return self.block_sizes
 
     def mamba(self) -> Mamba2Config:
+        """The config of the Mamba2 (SSD) layer every block of the block-wise scan runs."""
         return Mamba2Config(dim=self.dim, d_state=self.d_state, headdim=self.headdim, expand=self.expand,
                             d_conv=self.d_conv, chunk_size=self.chunk_size, backend=self.ssd_backend)
 
 
-# Presets: width/depth/SSM sizes; block sizes cycle over layers (each clipped to a divisor of the grid).
-PRESETS: dict[str, dict[str, Any]] = {
-    "tiny": dict(dim=32, depth=2, heads=2, mlp_ratio=2.0, d_state=8, headdim=16, expand=2, d_conv=4,
-                 chunk_size=16, block_cycle=((1, 1), (2, 2))),
-    "cpu": dict(dim=128, depth=6, heads=4, mlp_ratio=4.0, d_state=16, headdim=32, expand=2, d_conv=4,
-                chunk_size=32, block_cycle=((2, 2), (4, 4))),
-    "paper": dict(dim=768, depth=12, heads=12, mlp_ratio=4.0, d_state=64, headdim=64, expand=2, d_conv=4,
-                  chunk_size=128, block_cycle=((2, 2), (4, 4), (8, 8))),
-}
+# The presets' numbers live in worldmodel/presets.py (BACKBONE); this name is kept for existing imports.
+PRESETS: dict[str, dict[str, Any]] = presets.BACKBONE
 
 _VARIANT_SETTINGS: dict[str, dict[str, Any]] = {
     "hybrid": {},
@@ -247,8 +246,8 @@ def _match_parameters(cfg: BackboneConfig, target: int, tol: float = 0.10, close
     return dataclasses.replace(cfg, dim=dim, depth=depth)
 
 
-def backbone_config(preset: str, variant: str = "hybrid", *, latent_channels: int, latent_size, patch: int,
-                    num_actions: int | None = 6, **overrides) -> BackboneConfig:
+def backbone_config(preset: str, variant: str = "hybrid", *, latent_channels: int, latent_size,
+                    patch: int | None = None, num_actions: int | None = 6, **overrides) -> BackboneConfig:
     """Config of ``variant`` at the scale of ``preset``.
 
     preset: "tiny" (tests), "cpu" (the 2-core demo), "paper" (~200M). variant: "hybrid" (the paper's model),
@@ -256,20 +255,23 @@ def backbone_config(preset: str, variant: str = "hybrid", *, latent_channels: in
     (whole-frame scan + frame-local attention), "causal_full" (causal Transformer, full context),
     "causal_window" (causal Transformer, ``window_frames`` window). Non-hybrid variants get the depth/width
     whose parameter count is close to the hybrid's (within 10%), unless ``depth`` or ``dim`` is overridden.
-    ``overrides`` are BackboneConfig fields; they apply to the hybrid reference and to the variant.
+    ``patch`` defaults to the preset's. ``overrides`` are BackboneConfig fields; they apply to the hybrid
+    reference and to the variant.
     """
-    if preset not in PRESETS:
-        raise ValueError(f"backbone_config: preset must be one of {tuple(PRESETS)}, got {preset!r}")
+    if preset not in presets.PRESETS:
+        raise ValueError(f"backbone_config: preset must be one of {presets.PRESETS}, got {preset!r}")
     if variant not in VARIANTS:
         raise ValueError(f"backbone_config: variant must be one of {VARIANTS}, got {variant!r}")
     fields = {f.name for f in dataclasses.fields(BackboneConfig)}
     unknown = sorted(set(overrides) - fields)
     if unknown:
         raise ValueError(f"backbone_config: unknown BackboneConfig fields {unknown}; valid: {sorted(fields)}")
-    base = dict(PRESETS[preset])
+    base = dict(presets.BACKBONE[preset])
     cycle = base.pop("block_cycle")
-    kw: dict[str, Any] = dict(base, latent_channels=latent_channels, latent_size=latent_size, patch=patch,
+    kw: dict[str, Any] = dict(base, latent_channels=latent_channels, latent_size=latent_size,
                               num_actions=num_actions)
+    if patch is not None:
+        kw["patch"] = patch
     kw.update(overrides)
     if "block_sizes" not in overrides:
         probe = BackboneConfig(**kw)  # validates latent_size / patch before the grid is used
@@ -324,6 +326,7 @@ class BlockwiseSSM(nn.Module):
         return {k: rearrange(v, "(b n) ... -> b n ...", b=B) for k, v in state.items()}
 
     def init_state(self, batch_size: int, device=None, dtype=None) -> State:
+        """The zero state before the first frame: conv and SSM state of every block."""
         return self._unflat(self.mamba.init_state(batch_size * self.nh * self.nw, device, dtype), batch_size)
 
     def forward(self, x: Tensor, state: State | None = None) -> tuple[Tensor, State]:
@@ -409,6 +412,13 @@ class _Layer(nn.Module):
         return st
 
 
+# Noise levels are continuous in [0, 1], but the sinusoidal embedding (DDPM / DiT) was designed for integer
+# timesteps 0..1000: its frequencies run from 1 to 1/max_period per unit, so on [0, 1] every component but the
+# fastest few would stay near cos(0) = 1 and nearby noise levels would embed almost alike. Scaling by 1000
+# spreads [0, 1] over the range the frequencies were chosen for.
+NOISE_LEVEL_SCALE = 1000.0
+
+
 def _timestep_embedding(t: Tensor, dim: int, max_period: float = 10000.0) -> Tensor:
     """Sinusoidal embedding of (scaled) noise levels: t (...) -> (..., dim)."""
     half = dim // 2
@@ -473,7 +483,7 @@ class Backbone(nn.Module):
         p = self.cfg.patch
         tokens = rearrange(x, "b t c (gh p1) (gw p2) -> b t (gh gw) (c p1 p2)", p1=p, p2=p)
         h = self.in_proj(tokens) + self.pos_emb  # (B, T, S, D)
-        cond = self.noise_mlp(_timestep_embedding(1000.0 * noise, self.freq_dim)) + self.action_emb(actions)
+        cond = self.noise_mlp(_timestep_embedding(NOISE_LEVEL_SCALE * noise, self.freq_dim)) + self.action_emb(actions)
         return h, cond.to(h.dtype)
 
     def _head(self, h: Tensor, cond: Tensor) -> tuple[Tensor, Tensor]:

@@ -28,11 +28,19 @@ import torch
 
 @dataclass(frozen=True)
 class DiffusionConfig:
-    prediction: str = "v"            # only "v" is implemented (see module docstring)
-    clean_prefix_prob: float = 0.5   # long-context trick probability (paper: 0.5)
-    sampling_steps: int = 4          # DDIM steps per generated frame
-    context_noise: float = 0.1       # "stabilisation" level at which committed/context frames are fed
-    eta: float = 0.0                 # DDIM stochasticity (0 = deterministic given the initial noise)
+    """Diffusion Forcing training and the per-frame sampler. The presets' sampler settings are in
+    worldmodel/presets.py (DIFFUSION); sampling_steps, context_noise and eta may change after training."""
+
+    prediction: str = "v"
+    """What the network predicts: only "v" is implemented (see the module docstring)."""
+    clean_prefix_prob: float = 0.5
+    """Probability of the long-context trick: a clean prefix longer than half the window (paper: 0.5)."""
+    sampling_steps: int = 4
+    """DDIM steps per generated frame."""
+    context_noise: float = 0.1
+    """The "stabilisation" noise level at which context and committed frames are fed to the model."""
+    eta: float = 0.0
+    """DDIM stochasticity (0: deterministic given the initial noise)."""
 
     def __post_init__(self):
         if self.prediction != "v":
@@ -56,16 +64,19 @@ def _expand(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 
 def add_noise(x0: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+    """x_t = alpha(t) x0 + sigma(t) eps; t (B, T) or (B,) per frame."""
     a, s = alpha_sigma(_expand(t, x0))
     return a * x0 + s * eps
 
 
 def v_target(x0: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+    """The network's target v = alpha(t) eps - sigma(t) x0."""
     a, s = alpha_sigma(_expand(t, x0))
     return a * eps - s * x0
 
 
 def x0_eps_from_v(x_t: torch.Tensor, t: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x0, eps) from a noisy x_t and a predicted v: x0 = alpha x_t - sigma v, eps = sigma x_t + alpha v."""
     a, s = alpha_sigma(_expand(t, x_t))
     return a * x_t - s * v, s * x_t + a * v
 

@@ -9,6 +9,7 @@ State (a dict of tensors, never modified in place):
 Axis legend: b batch, l sequence length, d model width, e inner width (= expand * d), h SSM heads,
 p headdim, g groups, n d_state, c conv channels (e + 2 g n), k conv taps.
 """
+
 from __future__ import annotations
 
 import math
@@ -23,22 +24,36 @@ from .ssd import ssd, ssd_step
 
 __all__ = ["Mamba2", "Mamba2Config"]
 
+DT_INIT_FLOOR = 1e-4  # smallest initial dt (mamba-ssm's dt_init_floor)
+RMS_NORM_EPS = 1e-5  # epsilon of the gated RMSNorm (the value mamba-ssm's Mamba2 gives its RMSNormGated)
+
 
 @dataclass(frozen=True)
 class Mamba2Config:
     """Hyper-parameters of one Mamba2 block (defaults follow mamba-ssm's Mamba2)."""
 
     dim: int
+    """Model width d (input and output features per token)."""
     d_state: int = 64
+    """SSM state size n per head and channel."""
     headdim: int = 32
+    """Channels p per SSM head (the inner width is split into expand * dim / headdim heads)."""
     expand: int = 2
+    """Inner width e = expand * dim."""
     d_conv: int = 4
+    """Taps k of the causal depthwise convolution over time."""
     ngroups: int = 1
+    """Groups g of heads sharing one B and C projection."""
     chunk_size: int = 64
+    """Tokens per chunk of the chunked SSD scan (speed only: the result does not depend on it)."""
     dt_min: float = 0.001
+    """Smallest initial step size dt (the initial dt of each head is log-uniform in [dt_min, dt_max])."""
     dt_max: float = 0.1
+    """Largest initial step size dt."""
     A_init_range: tuple[float, float] = (1.0, 16.0)
-    backend: str = "auto"  # SSD backend: "auto" (mamba-ssm kernel on CUDA if present), "torch", "mamba"
+    """Range of the initial decay rates -A (uniform), i.e. of how fast each head forgets."""
+    backend: str = "auto"
+    """SSD backend: "auto" (mamba-ssm's kernel on CUDA when it imports, else PyTorch), "torch", "mamba"."""
 
     def __post_init__(self):
         def bad(field, value, expected):
@@ -59,14 +74,17 @@ class Mamba2Config:
 
     @property
     def d_inner(self) -> int:
+        """Inner width e = expand * dim."""
         return self.expand * self.dim
 
     @property
     def nheads(self) -> int:
+        """Number of SSM heads h = d_inner / headdim."""
         return self.d_inner // self.headdim
 
     @property
     def conv_dim(self) -> int:
+        """Channels c through the convolution: x (e) plus B and C (g * n each)."""
         return self.d_inner + 2 * self.ngroups * self.d_state
 
 
@@ -80,12 +98,12 @@ class Mamba2(nn.Module):
         self.in_proj = nn.Linear(cfg.dim, 2 * e + 2 * cfg.ngroups * cfg.d_state + h, bias=False)  # z, xBC, dt
         self.conv_weight = nn.Parameter(torch.empty(c, 1, cfg.d_conv))  # depthwise, (c, 1, k)
         self.conv_bias = nn.Parameter(torch.empty(c))
-        bound = 1.0 / math.sqrt(cfg.d_conv)
+        bound = 1.0 / math.sqrt(cfg.d_conv)  # PyTorch's default Conv1d init for a depthwise conv (fan-in k)
         nn.init.uniform_(self.conv_weight, -bound, bound)
         nn.init.uniform_(self.conv_bias, -bound, bound)
         # dt bias: softplus(dt_bias) log-uniform in [dt_min, dt_max] (inverse softplus of a sampled dt)
         dt = torch.exp(torch.rand(h) * (math.log(cfg.dt_max) - math.log(cfg.dt_min)) + math.log(cfg.dt_min))
-        dt = dt.clamp(min=1e-4)
+        dt = dt.clamp(min=DT_INIT_FLOOR)
         self.dt_bias = nn.Parameter(dt + torch.log(-torch.expm1(-dt)))
         lo, hi = cfg.A_init_range
         self.A_log = nn.Parameter(torch.log(torch.empty(h).uniform_(lo, hi)))  # A = -exp(A_log)
@@ -102,9 +120,7 @@ class Mamba2(nn.Module):
         dtype = dtype if dtype is not None else self.in_proj.weight.dtype
         return {
             "conv": torch.zeros(batch_size, cfg.conv_dim, cfg.d_conv - 1, device=device, dtype=dtype),
-            "ssm": torch.zeros(
-                batch_size, cfg.nheads, cfg.headdim, cfg.d_state, device=device, dtype=torch.float32
-            ),
+            "ssm": torch.zeros(batch_size, cfg.nheads, cfg.headdim, cfg.d_state, device=device, dtype=torch.float32),
         }
 
     # -------------------------------------------------------------------------------------- internals
@@ -120,7 +136,7 @@ class Mamba2(nn.Module):
 
     def _gate_norm_out(self, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """Gated RMSNorm (norm(y * silu(z)) * w, mamba2's norm_before_gate=False) then out_proj."""
-        y = F.rms_norm(y * F.silu(z), (y.shape[-1],), self.norm_weight.to(y.dtype), eps=1e-5)
+        y = F.rms_norm(y * F.silu(z), (y.shape[-1],), self.norm_weight.to(y.dtype), eps=RMS_NORM_EPS)
         return self.out_proj(y)
 
     # ---------------------------------------------------------------------------------------- forward

@@ -7,6 +7,7 @@ LPIPS needs pretrained networks that normally come from the internet. We never d
 is True only when the `lpips` package imports and both its linear-layer weights and the backbone's ImageNet
 weights are already on disk. Callers write "LPIPS not computed: no local weights" into reports otherwise.
 """
+
 from __future__ import annotations
 
 import functools
@@ -23,13 +24,11 @@ LPIPS_MISSING_MESSAGE = "LPIPS not computed: no local weights"
 
 def _check_pair(a: torch.Tensor, b: torch.Tensor, name: str) -> None:
     if a.shape != b.shape:
-        raise ValueError(f"{name}: images must have the same shape, "
-                         f"got {tuple(a.shape)} and {tuple(b.shape)}")
+        raise ValueError(f"{name}: images must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
     if a.dim() != 4:
         raise ValueError(f"{name}: expected float images (B, C, H, W), got shape {tuple(a.shape)}")
     if not (a.is_floating_point() and b.is_floating_point()):
-        raise ValueError(f"{name}: expected float images in [0, data_range], "
-                         f"got dtypes {a.dtype} and {b.dtype}")
+        raise ValueError(f"{name}: expected float images in [0, data_range], got dtypes {a.dtype} and {b.dtype}")
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
@@ -78,8 +77,7 @@ def ssim(
     """
     _check_pair(a, b, "ssim")
     if min(a.shape[-2:]) < win_size:
-        raise ValueError(f"ssim: images {tuple(a.shape[-2:])} are smaller than the "
-                         f"{win_size}x{win_size} window")
+        raise ValueError(f"ssim: images {tuple(a.shape[-2:])} are smaller than the {win_size}x{win_size} window")
     x, y = a.double(), b.double()
     g = _gaussian_1d(win_size, sigma)
     c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
@@ -125,8 +123,10 @@ def _lpips_weight_files(net: str = "alex") -> tuple[Path, Path] | None:
 def _lpips_model(net: str = "alex"):
     files = _lpips_weight_files(net)
     if files is None:
-        raise RuntimeError(f"{LPIPS_MISSING_MESSAGE} (need the `lpips` package, its {net}.pth and the "
-                           f"torchvision {net} ImageNet weights under {_torch_hub_checkpoints()})")
+        raise RuntimeError(
+            f"{LPIPS_MISSING_MESSAGE} (need the `lpips` package, its {net}.pth and the "
+            f"torchvision {net} ImageNet weights under {_torch_hub_checkpoints()})"
+        )
     # Both files exist (checked above), so torch.hub reads its cache and nothing is downloaded.
     import lpips as lpips_pkg  # optional dependency, guarded by _lpips_weight_files
 

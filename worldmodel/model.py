@@ -12,12 +12,17 @@ Streaming generation (constant memory and time per frame):
      `Backbone.step` from the SAME state (step is pure);
   3. the finished frame is fed once more at `context_noise`; that call's state is kept and its per-frame
      features give the reward prediction.
+
+Checkpoints: `load` rebuilds a trained model from RUN_DIR/checkpoint.pt (written by worldmodel.train) and refuses,
+naming the file, anything else (an autoencoder.pt, a plain state_dict) and weights holding NaN or inf values;
+`check_finite_weights` is that last check, for a WorldModel handed over in memory (the dream env runs it).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,9 +30,12 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
+from tqdm import tqdm
 
+from . import presets
 from .autoencoder import Autoencoder, AutoencoderConfig, autoencoder_config, float_to_frames
 from .backbone import Backbone, BackboneConfig, backbone_config
+from .config import config_from_dict
 from .diffusion import (
     DiffusionConfig,
     add_noise,
@@ -41,26 +49,41 @@ from .utils import check_config, config_to_dict, resolve_device, torch_load
 
 @dataclass(frozen=True)
 class WorldModelConfig:
+    """Everything that defines a world model, stored in every checkpoint (``config["model"]``). Build one with
+    :func:`world_model_config` (a preset). The parts must agree: frames of ``obs_shape`` are what the
+    autoencoder encodes, and its latent grid is what the backbone models (checked at construction)."""
+
     autoencoder: AutoencoderConfig
+    """Stage 1: frames (H, W, 3) <-> latent grids (C, h, w)."""
     backbone: BackboneConfig
+    """Stage 2's network over latent frames: block-wise Mamba2 + frame-local attention (or a baseline)."""
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    """Diffusion Forcing training and the DDIM sampler used to imagine frames."""
     env_id: str = "longdream/MemoryMaze-9x9-v0"
+    """The real env the model stands in for (the dream env registers under it)."""
     obs_shape: tuple[int, int, int] = (64, 64, 3)
+    """Frame shape (H, W, channels) of the real env; must match the autoencoder's frames."""
     num_actions: int = 6
-    reward_weight: float = 0.5       # weight of the reward loss next to the diffusion loss
-    reward_pos_weight: float = 10.0  # BCE weight of the rare positive (reward) frames
-    reward_max_noise: float = 0.3    # the reward head learns from frames fed at noise levels <= this
-    min_context_frames: int = 1      # frames a rollout needs before it can imagine
+    """Size of the real env's Discrete action space (Memory Maze: 6)."""
+    reward_weight: float = 0.5
+    """Weight of the reward head's loss next to the diffusion loss."""
+    reward_pos_weight: float = 10.0
+    """BCE weight of the rare positive (reward) frames; also sets the event threshold (see reward_events)."""
+    reward_max_noise: float = 0.3
+    """The reward head learns only from frames fed at noise levels <= this (the dream feeds its committed frames
+    at the low ``diffusion.context_noise``)."""
+    min_context_frames: int = 1
+    """Real frames a rollout needs before it can imagine."""
 
     def __post_init__(self):
         if self.backbone.num_actions is not None and self.backbone.num_actions != self.num_actions:
-            raise ValueError(
-                f"backbone.num_actions={self.backbone.num_actions} != num_actions={self.num_actions}"
-            )
+            raise ValueError(f"backbone.num_actions={self.backbone.num_actions} != num_actions={self.num_actions}")
         ae = self.autoencoder
         if tuple(self.obs_shape) != (ae.image_size, ae.image_size, ae.image_channels):
-            raise ValueError(f"obs_shape={tuple(self.obs_shape)} != the autoencoder's frames "
-                             f"{(ae.image_size, ae.image_size, ae.image_channels)}")
+            raise ValueError(
+                f"obs_shape={tuple(self.obs_shape)} != the autoencoder's frames "
+                f"{(ae.image_size, ae.image_size, ae.image_channels)}"
+            )
         lat = self.autoencoder_latent_shape
         if (self.backbone.latent_channels, *self.backbone.latent_size) != lat:
             raise ValueError(
@@ -70,6 +93,7 @@ class WorldModelConfig:
 
     @property
     def autoencoder_latent_shape(self) -> tuple[int, int, int]:
+        """The latent grid (C, h, w) of one frame."""
         return self.autoencoder.latent_shape
 
 
@@ -77,51 +101,38 @@ def world_model_config(preset: str, variant: str = "hybrid", **overrides) -> Wor
     """The world model of a preset ("tiny", "cpu", "paper"); `variant` picks a backbone baseline."""
     ae = autoencoder_config(preset)
     c, h, w = ae.latent_shape
-    bb = backbone_config(preset, variant, latent_channels=c, latent_size=(h, w), patch=2)
-    # cpu: 2 DDIM steps measured better than 4, 8 or 16 on held-out PSNR/SSIM for the demo model, and faster
-    diff = DiffusionConfig(sampling_steps={"tiny": 2, "cpu": 2, "paper": 10}[preset])
+    bb = backbone_config(preset, variant, latent_channels=c, latent_size=(h, w))
+    diff = DiffusionConfig(**presets.DIFFUSION[preset])
     return WorldModelConfig(autoencoder=ae, backbone=bb, diffusion=diff, **overrides)
 
 
-def config_from_dict(cls, data: dict[str, Any]):
-    """Rebuild a (nested) frozen dataclass config from its JSON/checkpoint dict (lists back to tuples)."""
-    kwargs = {}
-    names = [f.name for f in dataclasses.fields(cls)]
-    unknown = set(data) - set(names)
-    if unknown:
-        raise ValueError(f"{cls.__name__}: unknown config field(s) {sorted(unknown)}")
-    for name in names:
-        if name not in data:
-            continue
-        value = data[name]
-        sub = {
-            "autoencoder": AutoencoderConfig,
-            "backbone": BackboneConfig,
-            "diffusion": DiffusionConfig,
-        }.get(name) if cls is WorldModelConfig else None
-        if sub is not None:
-            value = config_from_dict(sub, value)
-        else:
-            value = _tuplify(value)
-        kwargs[name] = value
-    return cls(**kwargs)
-
-
-def _tuplify(v):
-    if isinstance(v, list):
-        return tuple(_tuplify(x) for x in v)
-    return v
+ENCODE_BATCH = 256  # frames through the autoencoder at once: bounds its activation memory on long episodes
 
 
 @dataclass
 class DreamState:
     """What a running batch of dreams carries between frames: bounded in size whatever the rollout length
     (the frame count per dream is the backbone state's `t`)."""
+
     backbone_state: Any
     generator: torch.Generator
 
 
 class WorldModel(nn.Module):
+    """The long-context video world model: autoencoder, backbone over latent frames, reward head.
+
+    Args:
+        cfg: the model's config (see :class:`WorldModelConfig`).
+        autoencoder: a trained stage-1 autoencoder built from ``cfg.autoencoder`` (e.g. from
+            ``load_autoencoder(..., expected=cfg.autoencoder)``); a fresh one when None (e.g. before loading a
+            checkpoint's weights).
+
+    Training calls :meth:`loss` on latent windows (:meth:`encode_frames`). Imagination streams frame by frame
+    with constant memory: :meth:`start` warms a :class:`DreamState` on real context, :meth:`step` imagines one
+    frame per dream (pure: the state passed in is not modified, so dreams can be forked), :meth:`rollout` does
+    both for a whole open-loop action sequence. Load a trained model with :func:`load`.
+    """
+
     def __init__(self, cfg: WorldModelConfig, autoencoder: Autoencoder | None = None):
         super().__init__()
         self.config = cfg
@@ -133,14 +144,17 @@ class WorldModel(nn.Module):
     # ------------------------------------------------------------------ latents
     @property
     def device(self) -> torch.device:
+        """The device the backbone's weights are on (inputs are moved there)."""
         return next(self.backbone.parameters()).device
 
     @torch.no_grad()
-    def encode_frames(self, frames: torch.Tensor, batch: int = 256) -> torch.Tensor:
-        """uint8 frames (B, T, H, W, 3) -> latents (B, T, C, h, w)."""
+    def encode_frames(self, frames: torch.Tensor, batch: int = ENCODE_BATCH) -> torch.Tensor:
+        """uint8 frames (B, T, H, W, 3) -> latents (B, T, C, h, w), encoded ``batch`` frames at a time."""
         b, t = frames.shape[:2]
         flat = rearrange(frames, "b t h w c -> (b t) h w c")
-        z = torch.cat([self.autoencoder.encode(flat[i: i + batch].to(self.device)) for i in range(0, len(flat), batch)])
+        z = torch.cat(
+            [self.autoencoder.encode(flat[i : i + batch].to(self.device)) for i in range(0, len(flat), batch)]
+        )
         return rearrange(z, "(b t) c h w -> b t c h w", b=b, t=t)
 
     @torch.no_grad()
@@ -152,7 +166,10 @@ class WorldModel(nn.Module):
 
     # ------------------------------------------------------------------ training
     def loss(
-        self, z: torch.Tensor, actions: torch.Tensor, rewards: torch.Tensor,
+        self,
+        z: torch.Tensor,
+        actions: torch.Tensor,
+        rewards: torch.Tensor,
         generator: torch.Generator | None = None,
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """Diffusion Forcing loss on latent windows + the reward head's loss.
@@ -169,7 +186,7 @@ class WorldModel(nn.Module):
         pred, feats = self.backbone(x_t, actions, tau)
         loss_diff = diffusion_loss(pred, z, tau, eps, mask)
         # 3. reward head on the per-frame features of the frames seen at low noise
-        logits = self.reward_head(feats).squeeze(-1)                           # (B, T)
+        logits = self.reward_head(feats).squeeze(-1)  # (B, T)
         target = (rewards > 0).to(logits.dtype)
         rmask = (tau <= cfg.reward_max_noise).to(logits.dtype)
         pos_w = torch.full((), cfg.reward_pos_weight, device=z.device)
@@ -195,22 +212,25 @@ class WorldModel(nn.Module):
     def _check_inputs(self, frames: torch.Tensor, actions: torch.Tensor, what: str) -> None:
         cfg = self.config
         if frames.dim() != 5 or tuple(frames.shape[2:]) != tuple(cfg.obs_shape):
-            raise ValueError(f"{what} frames must be (B, T, {', '.join(map(str, cfg.obs_shape))}) uint8, "
-                             f"got {tuple(frames.shape)}")
+            raise ValueError(
+                f"{what} frames must be (B, T, {', '.join(map(str, cfg.obs_shape))}) uint8, got {tuple(frames.shape)}"
+            )
         if frames.dtype != torch.uint8:
             raise ValueError(f"{what} frames must be uint8, got {frames.dtype}")
         if actions.shape != frames.shape[:2]:
             raise ValueError(f"{what} actions must be (B, T)={tuple(frames.shape[:2])}, got {tuple(actions.shape)}")
         if frames.shape[1] < cfg.min_context_frames:
-            raise ValueError(f"{what}: the model needs at least {cfg.min_context_frames} context frames, "
-                             f"got {frames.shape[1]}")
+            raise ValueError(
+                f"{what}: the model needs at least {cfg.min_context_frames} context frames, got {frames.shape[1]}"
+            )
         self._check_actions(actions)
 
     def _check_actions(self, actions: torch.Tensor) -> None:
         n = self.config.num_actions
         if actions.numel() and (int(actions.min()) < 0 or int(actions.max()) >= n):
-            raise ValueError(f"actions must be integers in [0, {n}), got values in "
-                             f"[{int(actions.min())}, {int(actions.max())}]")
+            raise ValueError(
+                f"actions must be integers in [0, {n}), got values in [{int(actions.min())}, {int(actions.max())}]"
+            )
 
     def _noise(self, shape, gen: torch.Generator) -> torch.Tensor:
         # drawn on the CPU so the same seed gives the same dream on every device
@@ -218,14 +238,16 @@ class WorldModel(nn.Module):
 
     @torch.no_grad()
     def start(
-        self, context_frames: torch.Tensor, context_actions: torch.Tensor,
+        self,
+        context_frames: torch.Tensor,
+        context_actions: torch.Tensor,
         generator: torch.Generator | None = None,
     ) -> DreamState:
         """Warm the model on real context: frames uint8 (B, Tc, H, W, 3), actions int64 (B, Tc)."""
         self._check_inputs(context_frames, context_actions, "context")
         gen = generator if generator is not None else torch.Generator().manual_seed(0)
         b, tc = context_actions.shape
-        z = self.encode_frames(context_frames)                                   # (B, Tc, C, h, w)
+        z = self.encode_frames(context_frames)  # (B, Tc, C, h, w)
         # 1. feed the context at the stabilisation level in one parallel pass (== Tc streaming steps)
         cn = torch.full((b, tc), self.config.diffusion.context_noise, device=self.device)
         x = add_noise(z, cn, self._noise(z.shape, gen))
@@ -265,21 +287,25 @@ class WorldModel(nn.Module):
 
     @torch.no_grad()
     def rollout(
-        self, context_frames: torch.Tensor, context_actions: torch.Tensor, future_actions: torch.Tensor,
-        generator: torch.Generator | None = None, progress: bool = False,
+        self,
+        context_frames: torch.Tensor,
+        context_actions: torch.Tensor,
+        future_actions: torch.Tensor,
+        generator: torch.Generator | None = None,
+        progress: bool = False,
     ) -> dict[str, torch.Tensor]:
         """Open-loop imagination, batched: returns {"frames": uint8 (B, Tf, H, W, 3), "rewards": (B, Tf)}.
 
         Memory does not grow with Tf: only the bounded streaming state is carried between frames.
         """
         if future_actions.dim() != 2 or future_actions.shape[0] != context_actions.shape[0]:
-            raise ValueError(f"future_actions must be (B, Tf) with B={context_actions.shape[0]}, "
-                             f"got {tuple(future_actions.shape)}")
+            raise ValueError(
+                f"future_actions must be (B, Tf) with B={context_actions.shape[0]}, got {tuple(future_actions.shape)}"
+            )
         dream = self.start(context_frames, context_actions, generator)
         frames, rewards = [], []
         it = range(future_actions.shape[1])
         if progress:
-            from tqdm import tqdm
             it = tqdm(it, desc="imagining", unit="frame")
         for i in it:
             f, r, dream = self.step(dream, future_actions[:, i])
@@ -295,22 +321,97 @@ class WorldModel(nn.Module):
 INFERENCE_ONLY_FIELDS = ("diffusion.sampling_steps", "diffusion.context_noise", "diffusion.eta")
 
 
-def load(path, device: str | torch.device = "auto", ema: bool = True, sampling_steps: int | None = None,
-         context_noise: float | None = None) -> WorldModel:
+WORLD_MODEL_CHECKPOINT = (
+    "RUN_DIR/checkpoint.pt written by python -m worldmodel.train: a dict with 'config' "
+    "({'train': ..., 'model': ...}), 'model' and 'ema' weights"
+)
+
+
+class NonFiniteWeightsError(ValueError):
+    """A world model's weights hold NaN or infinite values (a corrupt file or a diverged training run)."""
+
+
+def check_finite_weights(weights: nn.Module | Mapping[str, torch.Tensor], source: str) -> None:
+    """Raise :class:`NonFiniteWeightsError` naming ``source`` and the first tensor holding NaN or inf values.
+
+    ``weights``: a model (its state_dict is checked) or a state_dict. A model with such weights imagines black or
+    garbage frames without any error, so the dream env and :func:`load` refuse it instead."""
+    state = weights.state_dict() if isinstance(weights, nn.Module) else weights
+    for name, t in state.items():
+        if isinstance(t, torch.Tensor) and t.is_floating_point():
+            finite = torch.isfinite(t)
+            if not bool(finite.all()):
+                bad = int((~finite).sum())
+                raise NonFiniteWeightsError(
+                    f"{source}: weight tensor {name!r} {tuple(t.shape)} holds {bad} NaN/inf value(s) of "
+                    f"{t.numel()} (a corrupt file or a diverged training run); refusing to use these weights"
+                )
+
+
+def _world_model_entries(ckpt: Any, path) -> tuple[dict, dict]:
+    """(model config dict, checkpoint dict) of a world-model checkpoint; a ValueError saying what the file is
+    otherwise (an autoencoder.pt, a plain state_dict, something else)."""
+    expected = f"expected a world-model checkpoint ({WORLD_MODEL_CHECKPOINT})"
+    if not isinstance(ckpt, dict):
+        raise ValueError(f"{path} holds a {type(ckpt).__name__}, not a world-model checkpoint: {expected}")
+    kind = ckpt.get("kind")
+    if isinstance(kind, str) and "autoencoder" in kind:
+        raise ValueError(
+            f"{path} is a stage-1 autoencoder checkpoint (kind {kind!r}, RUN_DIR/autoencoder.pt), "
+            f"not a world model: {expected}. Load it with "
+            f"worldmodel.train_autoencoder.load_autoencoder"
+        )
+    if ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
+        raise ValueError(
+            f"{path} holds a plain state_dict ({len(ckpt)} tensors, no config): {expected}. "
+            f"Weights alone cannot rebuild the model"
+        )
+    missing = [k for k in ("config", "model") if k not in ckpt]
+    if missing:
+        raise ValueError(
+            f"{path} is not a world-model checkpoint: missing {missing} (found keys "
+            f"{sorted(map(str, ckpt))}); {expected}"
+        )
+    cfg = ckpt["config"]
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("model"), dict):
+        found = sorted(map(str, cfg)) if isinstance(cfg, dict) else type(cfg).__name__
+        hint = (
+            " (an autoencoder config: is this an autoencoder.pt?)"
+            if isinstance(cfg, dict) and ("latent_channels" in cfg)
+            else ""
+        )
+        raise ValueError(f"{path}: its 'config' has no 'model' entry (found {found}){hint}; {expected}")
+    return cfg["model"], ckpt
+
+
+def load(
+    path,
+    device: str | torch.device = "auto",
+    ema: bool = True,
+    sampling_steps: int | None = None,
+    context_noise: float | None = None,
+) -> WorldModel:
     """Load a trained world model from a `RUN_DIR/checkpoint.pt`, ready to roll out (eval mode, EMA weights).
 
-    `sampling_steps` / `context_noise` override the sampler settings stored with the model."""
-    ckpt = torch_load(path)
-    for key in ("config", "model"):
-        if key not in ckpt:
-            raise ValueError(f"{path} is not a longdream world-model checkpoint (missing {key!r})")
-    cfg = config_from_dict(WorldModelConfig, ckpt["config"]["model"])
+    `ema=False` takes the raw training weights instead of their moving average. `sampling_steps` /
+    `context_noise` override the sampler settings stored with the model. Refused with a ValueError naming the
+    file: anything but a world-model checkpoint (e.g. an autoencoder.pt or a plain state_dict), and weights
+    holding NaN or inf values (:class:`NonFiniteWeightsError`, naming the first bad tensor)."""
+    model_cfg, ckpt = _world_model_entries(torch_load(path), path)
+    cfg = config_from_dict(WorldModelConfig, model_cfg, path)
     over = {k: v for k, v in (("sampling_steps", sampling_steps), ("context_noise", context_noise)) if v is not None}
     if over:
         cfg = dataclasses.replace(cfg, diffusion=dataclasses.replace(cfg.diffusion, **over))
+    entry = "ema" if (ema and ckpt.get("ema") is not None) else "model"
+    weights = ckpt[entry]
+    if not isinstance(weights, Mapping):
+        raise ValueError(f"{path}: its {entry!r} entry is a {type(weights).__name__}, not a state_dict")
+    check_finite_weights(weights, f"{path} ({entry!r} weights)")
     model = WorldModel(cfg)
-    weights = ckpt["ema"] if (ema and ckpt.get("ema") is not None) else ckpt["model"]
-    model.load_state_dict(weights)
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as e:  # missing / unexpected / mis-shaped tensors: re-raised naming the file
+        raise ValueError(f"{path}: the {entry!r} weights do not fit the model its config describes: {e}") from e
     return model.to(resolve_device(device)).eval()
 
 

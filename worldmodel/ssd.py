@@ -25,6 +25,7 @@ heads per group, n d_state, c number of chunks, k position inside a chunk (query
 Shapes: x (b, l, h, p); dt (b, l, h) already positive; A (h,) negative; B, C (b, l, g, n);
 states (b, h, p, n).
 """
+
 from __future__ import annotations
 
 import contextlib

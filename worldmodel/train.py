@@ -2,72 +2,152 @@
 
     python -m worldmodel.train --preset cpu --episodes data/episodes/mm9 --run-dir runs/demo
     python -m worldmodel.train --preset cpu --episodes data/episodes/mm9 --run-dir runs/demo --resume
+    python -m worldmodel.train --help          (every option, its meaning and the cpu preset's value)
 
 Run folder layout:
     RUN_DIR/config.json            resolved TrainConfig + WorldModelConfig
+    RUN_DIR/split.json             the training / held-out episode files and their sha256 (kept on --resume)
     RUN_DIR/autoencoder.pt         stage 1 (trained here when missing)
     RUN_DIR/checkpoint.pt          latest stage-2 checkpoint (weights, optimizer, EMA, RNG, step, config)
     RUN_DIR/eval.json              held-out open-loop PSNR/SSIM vs copying the last context frame, reward P/R
     RUN_DIR/strip.png              real | dream | error on held-out episodes
     RUN_DIR/tb/                    TensorBoard (losses, lr, frames/s, image strips)
+    RUN_DIR/.lock                  held by the running job (a second job on the folder is refused)
 
 Axis legend: B batch, T frames, C x h x w latent grid, H x W x 3 frames.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import copy
 import dataclasses
 import json
-import math
 import sys
 import time
+import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, Literal
 
 import numpy as np
 import torch
+import tyro
+from tqdm import tqdm
 
-from .model import WorldModel, WorldModelConfig, check_model_config, config_from_dict, world_model_config
+from envs.episodes import EpisodeStore, WindowSampler, load_episode
+from envs.fileio import RunLockedError
+
+from . import presets
+from .backbone import VARIANTS, Variant
+from .config import check_config, config_from_dict, config_to_dict
+from .evaluate import evaluate, reward_precision_recall
+from .model import WorldModel, WorldModelConfig, check_model_config, world_model_config
+from .run_folder import RunSplit, check_frame_shapes, open_run_folder, plan_split, write_split
+from .train_autoencoder import load_autoencoder, train_autoencoder
 from .utils import (
     atomic_torch_save,
     atomic_write_json,
-    config_to_dict,
-    image_strip,
+    get_rng_state,
     resolve_device,
     save_png,
+    seed_everything,
+    set_rng_state,
     torch_load,
+    warmup_cosine_lr,
 )
 
+PRECISIONS = ("auto", "fp32", "bf16")
 
-@dataclass(frozen=True)
+
+@dataclass(frozen=True, kw_only=True)
 class TrainConfig:
-    preset: str = "cpu"
-    variant: str = "hybrid"
-    steps: int = 800
-    batch_size: int = 8
-    # sequence-length curriculum: (fraction of training at which the stage starts, window in frames)
-    curriculum: tuple[tuple[float, int], ...] = ((0.0, 32), (0.7, 48))
-    lr: float = 1e-3
-    warmup: int = 100
+    """Stage-2 training settings (Diffusion Forcing), stored in every checkpoint. Build one with
+    :func:`train_config` (a preset plus overrides): the fields without a default take the preset's value
+    (worldmodel/presets.py: TRAINING, AUTOENCODER_TRAINING). Every field is checked when the config is built."""
+
+    preset: presets.Preset
+    """Scale of model and training: tiny (tests, seconds), cpu (the demo, minutes on 2 cores), paper (~200M
+    parameters, a GPU)."""
+    variant: Variant = "hybrid"
+    """Backbone: the paper's hybrid, or a baseline of the paper (see worldmodel.backbone.backbone_config)."""
+    steps: int
+    """Diffusion-forcing optimiser steps of the whole run (also when resuming)."""
+    batch_size: int
+    """Windows per optimiser step."""
+    curriculum: tuple[tuple[float, int], ...]
+    """Sequence-length curriculum: (fraction of training at which a stage starts, window in frames) pairs,
+    the first starting at 0.0."""
+    lr: float
+    """Peak learning rate (linear warm-up, then cosine decay to worldmodel.utils.LR_FLOOR of it)."""
+    warmup: int
+    """Learning-rate warm-up steps."""
     weight_decay: float = 0.01
+    """AdamW weight decay."""
     grad_clip: float = 1.0
+    """Gradient norm clipping threshold."""
     ema_decay: float = 0.999
-    ae_steps: int = 800
-    ae_batch_size: int = 32
+    """Decay of the weights' exponential moving average (the evaluated and saved model), reached after the
+    warm-up of ema_decay_at."""
+    ae_steps: int
+    """Autoencoder (stage 1) optimiser steps, when the run has no trained autoencoder yet."""
+    ae_batch_size: int
+    """Autoencoder (stage 1) frames per optimiser step."""
     test_fraction: float = 0.1
-    eval_every: int = 200
-    ckpt_every: int = 100
-    eval_context: int = 16
-    eval_horizon: int = 16
-    eval_batch: int = 8
+    """Fraction of the episodes held out for evaluation (split by episode, recorded in RUN_DIR/split.json)."""
+    eval_every: int
+    """Held-out evaluation (TensorBoard) every this many steps; the final one always runs."""
+    ckpt_every: int
+    """Checkpoint every this many steps (and at the last step of the invocation)."""
+    eval_context: int
+    """Real context frames before the imagined ones in the held-out evaluation."""
+    eval_horizon: int
+    """Imagined frames compared with the real ones in the held-out evaluation."""
+    eval_batch: int
+    """Held-out windows in the evaluation."""
     seed: int = 0
-    precision: str = "auto"   # "auto": bf16 autocast on CUDA, fp32 on CPU; or "fp32" / "bf16"
-    compile: bool = False     # torch.compile the backbone (worth it on a GPU for long runs)
+    """Seed of the split, the weights' initialisation, the batches and the noise."""
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    """auto: bf16 autocast on CUDA, fp32 on CPU."""
+    compile: bool
+    """torch.compile the backbone (worth it on a GPU for long runs)."""
+
+    def __post_init__(self) -> None:
+        def bad(name: str, expected: str) -> None:
+            raise ValueError(f"TrainConfig.{name}={getattr(self, name)!r}: expected {expected}")
+
+        presets.check_preset(self.preset, "training preset")
+        if self.variant not in VARIANTS:
+            bad("variant", f"one of {VARIANTS}")
+        if self.precision not in PRECISIONS:
+            bad("precision", f"one of {PRECISIONS}")
+        for name in ("steps", "batch_size", "ae_steps", "ae_batch_size", "eval_every", "ckpt_every",
+                     "eval_context", "eval_horizon", "eval_batch"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                bad(name, "an integer >= 1")
+        if isinstance(self.warmup, bool) or not isinstance(self.warmup, int) or self.warmup < 0:
+            bad("warmup", "an integer >= 0")
+        if not 0.0 < self.lr < float("inf"):
+            bad("lr", "a positive number")
+        if not 0.0 <= self.weight_decay < float("inf"):
+            bad("weight_decay", "a number >= 0")
+        if not 0.0 < self.grad_clip < float("inf"):
+            bad("grad_clip", "a positive number")
+        if not 0.0 <= self.ema_decay < 1.0:
+            bad("ema_decay", "a number in [0, 1)")
+        if not 0.0 <= self.test_fraction < 1.0:
+            bad("test_fraction", "a fraction in [0, 1)")
+        stages = self.curriculum
+        if (not stages or any(len(s) != 2 for s in stages) or stages[0][0] != 0.0
+                or any(not 0.0 <= f < 1.0 for f, _ in stages) or any(b[0] <= a[0] for a, b in zip(stages, stages[1:]))
+                or any(isinstance(w, bool) or not isinstance(w, int) or w < 2 for _, w in stages)):
+            bad("curriculum", "(fraction, window) pairs with fractions rising from 0.0 below 1 and windows of >= 2 "
+                              "frames, e.g. ((0.0, 32), (0.7, 48))")
 
     def window_at(self, step: int) -> int:
+        """Training window (frames) at optimiser step ``step``, from the curriculum."""
         frac = step / max(self.steps, 1)
         window = self.curriculum[0][1]
         for start, w in self.curriculum:
@@ -77,39 +157,51 @@ class TrainConfig:
 
     @property
     def max_window(self) -> int:
+        """The longest training window of the curriculum (frames)."""
         return max(w for _, w in self.curriculum)
 
 
-TRAIN_PRESETS = {
-    "tiny": TrainConfig(preset="tiny", steps=30, batch_size=4, curriculum=((0.0, 8), (0.5, 12)), lr=2e-3,
-                        warmup=5, ae_steps=30, ae_batch_size=16, eval_every=1000, ckpt_every=10,
-                        eval_context=4, eval_horizon=4, eval_batch=2),
-    "cpu": TrainConfig(preset="cpu"),
-    "paper": TrainConfig(preset="paper", steps=200_000, batch_size=16, curriculum=((0.0, 400), (0.5, 800)),
-                         lr=3e-4, warmup=2000, ae_steps=100_000, ae_batch_size=64, eval_every=5000,
-                         ckpt_every=1000, eval_context=400, eval_horizon=400, eval_batch=4, compile=True),
-}
+def train_config(preset: str, **overrides) -> TrainConfig:
+    """The TrainConfig of ``preset`` ("tiny" | "cpu" | "paper", numbers from worldmodel/presets.py), with
+    field overrides."""
+    presets.check_preset(preset, "training preset")
+    stage1 = presets.AUTOENCODER_TRAINING[preset]
+    values = {**presets.TRAINING[preset], "ae_steps": stage1["steps"], "ae_batch_size": stage1["batch_size"]}
+    return TrainConfig(preset=preset, **{**values, **overrides})
+
+
+TRAIN_PRESETS: dict[str, TrainConfig] = {name: train_config(name) for name in presets.PRESETS}
+
+# Fields that may differ on --resume: they change what is logged, checked or how fast it runs, not what is
+# learned (`steps` may differ too, with a warning: the schedule then follows the new length).
+RESUME_FREE_FIELDS = ("precision", "compile", "eval_every", "ckpt_every", "eval_context", "eval_horizon",
+                      "eval_batch")
 
 
 # ---------------------------------------------------------------------- data
 
 
 class LatentEpisodes:
-    """All training episodes encoded once to latents, kept in memory; windows sampled with a torch Generator
-    (so a resumed run draws exactly the batches an uninterrupted one would)."""
+    """Episodes encoded once to latents and kept in memory with their actions and rewards.
 
-    def __init__(self, model: WorldModel, paths, min_frames: int, desc: str = "encoding", progress: bool = True,
-                 keep_frames: bool = False):
-        from tqdm import tqdm
+    Training windows are drawn by ``envs.episodes.WindowSampler`` (uniform over every (episode, start) pair)
+    with a torch.Generator, so a resumed run draws exactly the batches an uninterrupted one would. Episodes
+    shorter than ``min_frames`` are left out; ``keep_frames`` also keeps the uint8 frames (evaluation needs
+    them). A file whose frames are not the model's size is a ValueError naming it."""
 
-        from envs.episodes import load_episode
-
+    def __init__(self, model: WorldModel, paths: Sequence[str | Path], min_frames: int, desc: str = "encoding",
+                 progress: bool = True, keep_frames: bool = False):
         self.z, self.actions, self.rewards, self.frames = [], [], [], []
+        self.paths: list[Path] = []
+        obs_shape = tuple(model.config.obs_shape)
         longest = 0
         for p in tqdm(paths, desc=desc, unit="ep", leave=False, disable=not progress):
             ep = load_episode(p)
             n = len(ep["image"])
             longest = max(longest, n)
+            if tuple(ep["image"].shape[1:]) != obs_shape:
+                raise ValueError(f"{p}: frames are {'x'.join(map(str, ep['image'].shape[1:]))}, the model "
+                                 f"expects {'x'.join(map(str, obs_shape))} (H x W x channels)")
             if n < min_frames:
                 continue
             frames = torch.from_numpy(ep["image"])                               # (T, H, W, 3) uint8
@@ -118,107 +210,40 @@ class LatentEpisodes:
             self.z.append(model.encode_frames(frames[None])[0].cpu())            # (T, C, h, w)
             self.actions.append(torch.from_numpy(np.asarray(ep["action"]).argmax(-1)).long())
             self.rewards.append(torch.from_numpy(np.asarray(ep["reward"], dtype=np.float32)))
+            self.paths.append(Path(p))
         if not self.z:
             raise ValueError(f"no episode has the {min_frames} frames a training window needs "
                              f"(longest of {len(paths)} episode(s): {longest} frames)")
         self.lengths = torch.tensor([len(z) for z in self.z])
+        self.sampler = WindowSampler(self.lengths.tolist(), names=[str(p) for p in self.paths])
 
     def sample(self, batch: int, window: int, gen: torch.Generator):
-        """(z (B, T, C, h, w), actions (B, T), rewards (B, T)) with random episodes and offsets."""
-        ok = torch.nonzero(self.lengths >= window).squeeze(1)
-        if len(ok) == 0:
-            raise ValueError(f"no episode has the {window} frames this window needs "
-                             f"(longest: {int(self.lengths.max())})")
-        eps = ok[torch.randint(len(ok), (batch,), generator=gen)]
-        z, a, r = [], [], []
-        for e in eps.tolist():
-            s = int(torch.randint(int(self.lengths[e]) - window + 1, (1,), generator=gen))
-            z.append(self.z[e][s: s + window])
-            a.append(self.actions[e][s: s + window])
-            r.append(self.rewards[e][s: s + window])
-        return torch.stack(z), torch.stack(a), torch.stack(r)
-
-
-# ---------------------------------------------------------------------- evaluation
-
-
-@torch.no_grad()
-def evaluate(model: WorldModel, data: LatentEpisodes, cfg: TrainConfig, seed: int = 1234) -> dict:
-    """Held-out open loop: real context, real actions, imagined frames vs real frames; and reward P/R."""
-    from .autoencoder import frames_to_float
-    from .metrics import psnr, ssim
-
-    gen = torch.Generator().manual_seed(seed)
-    tc, tf = cfg.eval_context, cfg.eval_horizon
-    need = tc + tf
-    ok = [i for i, f in enumerate(data.frames) if len(f) >= need]
-    if not ok:
-        return {"error": f"no held-out episode has {need} frames"}
-    picks = [ok[i % len(ok)] for i in range(cfg.eval_batch)]
-    frames, actions = [], []
-    for j, e in enumerate(picks):
-        s = (j * 97) % (len(data.frames[e]) - need + 1)
-        frames.append(data.frames[e][s: s + need])
-        actions.append(data.actions[e][s: s + need])
-    frames, actions = torch.stack(frames), torch.stack(actions)          # (B, Tc+Tf, H, W, 3), (B, Tc+Tf)
-    out = model.rollout(frames[:, :tc], actions[:, :tc], actions[:, tc:], generator=gen)
-    real = frames[:, tc:]
-    b = real.shape[0]
-
-    def per_step(metric, a, bb):
-        fa = frames_to_float(a.reshape(-1, *a.shape[2:]))
-        fb = frames_to_float(bb.reshape(-1, *bb.shape[2:]))
-        return metric(fa, fb).reshape(b, tf).mean(0)                    # (Tf,)
-
-    copy_last = frames[:, tc - 1: tc].expand_as(real)
-    recon = model.decode_latents(model.encode_frames(real))
-    res = {
-        "context_frames": tc, "horizon": tf, "episodes": len(set(picks)), "windows": b,
-        "psnr_dream": per_step(psnr, out["frames"], real).tolist(),
-        "psnr_copy_last": per_step(psnr, copy_last, real).tolist(),
-        "psnr_autoencoder": per_step(psnr, recon, real).tolist(),
-        "ssim_dream": per_step(ssim, out["frames"], real).tolist(),
-        "ssim_copy_last": per_step(ssim, copy_last, real).tolist(),
-    }
-    for k in list(res):
-        if k.startswith(("psnr_", "ssim_")):
-            res[k + "_mean"] = float(np.mean(res[k]))
-    # reward head on held-out windows (teacher-forced at the stabilisation noise level)
-    res.update(reward_precision_recall(model, data))
-    res["strip"] = image_strip(real[0, :8], out["frames"][0, :8])
-    return res
-
-
-@torch.no_grad()
-def reward_precision_recall(model: WorldModel, data: LatentEpisodes) -> dict:
-    """Reward events predicted on held-out episodes, each in one causal pass over the whole episode with the
-    real frames fed at the stabilisation noise level (as the dream feeds its committed frames)."""
-    from .diffusion import add_noise
-
-    tp = fp = fn = 0
-    cn = model.config.diffusion.context_noise
-    gen = torch.Generator().manual_seed(0)
-    for z, a, r in zip(data.z, data.actions, data.rewards):
-        zz = z[None].to(model.device)                                      # (1, T, C, h, w)
-        tau = torch.full(zz.shape[:2], cn, device=model.device)
-        x = add_noise(zz, tau, torch.randn(zz.shape, generator=gen).to(zz))
-        _, feats = model.backbone(x, a[None].to(model.device), tau)
-        pred = model.reward_events(feats)[0].cpu()
-        true = r > 0
-        tp += int((pred & true).sum())
-        fp += int((pred & ~true).sum())
-        fn += int((~pred & true).sum())
-    return {
-        "reward_true_positives": tp, "reward_false_positives": fp, "reward_false_negatives": fn,
-        "reward_precision": tp / (tp + fp) if tp + fp else None,
-        "reward_recall": tp / (tp + fn) if tp + fn else None,
-    }
+        """(z (B, T, C, h, w), actions (B, T), rewards (B, T)): ``batch`` random windows of ``window`` frames."""
+        picks = self.sampler.sample(window, batch, gen)                          # B x (episode, start)
+        z = torch.stack([self.z[e][s: s + window] for e, s in picks])
+        a = torch.stack([self.actions[e][s: s + window] for e, s in picks])
+        r = torch.stack([self.rewards[e][s: s + window] for e, s in picks])
+        return z, a, r
 
 
 # ---------------------------------------------------------------------- training
 
+# The EMA warm-up: see ema_decay_at.
+EMA_WARMUP = 10
+
+
+def ema_decay_at(step: int, decay: float) -> float:
+    """The EMA decay used after optimiser step ``step``: ``min(decay, (1 + step) / (EMA_WARMUP + step))``.
+
+    A fixed 0.999 from the start would keep the average near the random initial weights for thousands of steps
+    (a short run would evaluate an almost untrained model). The ramp (as TensorFlow's ExponentialMovingAverage
+    with ``num_updates``) lets the average follow the weights closely at first and reaches ``decay`` after about
+    (EMA_WARMUP - 1) / (1 - decay) steps: 9,000 for 0.999 (a cpu run of 800 steps ends at 0.989)."""
+    return min(decay, (1 + step) / (EMA_WARMUP + step))
+
 
 def _ema_update(ema: dict, model: torch.nn.Module, decay: float) -> None:
+    """ema <- decay * ema + (1 - decay) * weights, for every floating tensor of the state dict (others copied)."""
     with torch.no_grad():
         for k, v in model.state_dict().items():
             if v.dtype.is_floating_point:
@@ -227,15 +252,45 @@ def _ema_update(ema: dict, model: torch.nn.Module, decay: float) -> None:
                 ema[k].copy_(v)
 
 
-def _lr_at(step: int, cfg: TrainConfig) -> float:
-    if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    prog = (step - cfg.warmup) / max(cfg.steps - cfg.warmup, 1)
-    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(prog, 1.0))))
-
-
 class NonFiniteLossError(RuntimeError):
-    pass
+    """Training met a non-finite loss or gradient norm and stopped; the last good checkpoint was kept."""
+
+
+CHECKPOINT_KEYS = ("model", "ema", "optimizer", "rng", "step", "config")
+
+
+def _read_checkpoint(path: Path) -> dict:
+    """The checkpoint of a worldmodel.train run at ``path``; a ValueError naming what is missing otherwise."""
+    ckpt = torch_load(path)
+    missing = [k for k in CHECKPOINT_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
+    if not missing and not (isinstance(ckpt["config"], dict) and {"train", "model"} <= set(ckpt["config"])):
+        missing = ["config.train", "config.model"]
+    if missing:
+        raise ValueError(f"{path} is not a checkpoint of python -m worldmodel.train (missing {missing}); "
+                         "--resume continues a run this job wrote")
+    return ckpt
+
+
+def _check_resumable(stored: TrainConfig, cfg: TrainConfig, path: Path) -> None:
+    """Refuse to resume with a training config that changes what is learned; warn when only `steps` changed."""
+    diff = {f.name for f in dataclasses.fields(TrainConfig)
+            if getattr(stored, f.name) != getattr(cfg, f.name) and f.name not in (*RESUME_FREE_FIELDS, "steps")}
+    if diff:
+        raise ValueError(f"{path}: training config differs from the checkpoint's in {sorted(diff)}")
+    if stored.steps != cfg.steps:
+        warnings.warn(f"resuming with steps={cfg.steps} (checkpoint planned {stored.steps}): the learning-"
+                      "rate schedule and curriculum follow the new length, so this is not an exact resume",
+                      stacklevel=3)
+
+
+def _restore_rng(ckpt: dict, gen: torch.Generator) -> None:
+    """Restore the batch/noise generator and the global RNGs saved in a checkpoint."""
+    if "generator" in ckpt:
+        gen.set_state(ckpt["generator"])
+        set_rng_state(ckpt["rng"])
+    else:  # checkpoints written before the global RNGs were captured with get_rng_state
+        gen.set_state(ckpt["rng"]["generator"])
+        torch.set_rng_state(ckpt["rng"]["torch"])
 
 
 def train(
@@ -243,81 +298,94 @@ def train(
     device: str = "auto", model_cfg: WorldModelConfig | None = None, progress: bool = True,
     stop_after: int | None = None,
 ) -> tuple[WorldModel, dict]:
-    """Train (or resume) a world model; returns the EMA model and the final evaluation.
+    """Train (or resume) a world model on the episode files of ``episodes`` in ``run_dir``; returns the EMA
+    model and the final held-out evaluation (also written to RUN_DIR/eval.json).
 
-    `stop_after` ends this invocation after that many steps (checkpoint written, schedule unchanged), as an
-    interruption would; `resume=True` continues it exactly."""
-    from tqdm import tqdm
+    ``model_cfg`` defaults to ``world_model_config(cfg.preset, cfg.variant)``. The autoencoder (stage 1) is
+    trained first when the run has none (or continued when interrupted). ``resume=True`` continues
+    RUN_DIR/checkpoint.pt exactly; without it an existing checkpoint is refused. ``stop_after`` ends this
+    invocation after that many steps (checkpoint written, schedule unchanged), as an interruption would.
 
-    from envs.episodes import EpisodeStore
-
-    from .train_autoencoder import load_autoencoder, train_autoencoder
-
+    Every argument, the checkpoint to resume and the episode files (split, frame size, length) are checked
+    before any work; then the run folder is locked for the whole run (a second job on it raises
+    ``envs.fileio.RunLockedError``), stale temp files are removed and the split is recorded (run_folder.py).
+    Refusals are ValueError / FileExistsError / FileNotFoundError with a message; a non-finite loss raises
+    NonFiniteLossError."""
+    # 0. arguments (the configs checked themselves when built)
+    if stop_after is not None and (isinstance(stop_after, bool) or not isinstance(stop_after, int) or stop_after < 1):
+        raise ValueError(f"stop_after={stop_after!r}: expected a number of steps >= 1 (or None for the whole run)")
     run_dir = Path(run_dir)
     dev = resolve_device(device)
     model_cfg = model_cfg or world_model_config(cfg.preset, cfg.variant)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ValueError(f"run folder {run_dir} is a file, not a folder")
     ckpt_path = run_dir / "checkpoint.pt"
     if ckpt_path.exists() and not resume:
         raise FileExistsError(f"{ckpt_path} exists: pass --resume to continue it, or choose a new --run-dir")
     if resume and not ckpt_path.exists():
         raise FileNotFoundError(f"--resume: no checkpoint at {ckpt_path}")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    ckpt = None
+    if resume:
+        ckpt = _read_checkpoint(ckpt_path)
+        check_model_config(model_cfg, ckpt["config"]["model"], ckpt_path)
+        _check_resumable(config_from_dict(TrainConfig, ckpt["config"]["train"], ckpt_path), cfg, ckpt_path)
 
-    # 1. episodes, split by episode
+    # 1. episodes: the run's split (drawn at its first start, recorded, kept after), checked before any work
     need = cfg.max_window
     try:
         store = EpisodeStore(episodes)
-    except FileNotFoundError as e:
+    except (FileNotFoundError, NotADirectoryError) as e:
         raise ValueError(f"{e}; training needs episodes of at least {need} frames, found none") from e
-    train_paths, test_paths = store.split(test_fraction=cfg.test_fraction, seed=cfg.seed)
+    split = plan_split(store, run_dir, test_fraction=cfg.test_fraction, seed=cfg.seed)
+    check_frame_shapes(split.train + split.test, model_cfg.obs_shape, what=f"the {cfg.preset} model")
     lengths = dict(zip(store.paths, store.lengths))
-    longest = max((lengths[p] for p in train_paths), default=0)
+    longest = max((lengths[p] for p in split.train), default=0)
     if longest < need:
         raise ValueError(f"{episodes}: training windows need episodes of at least {need} frames; "
-                         f"the longest of {len(train_paths)} training episode(s) has {longest}")
+                         f"the longest of {len(split.train)} training episode(s) has {longest}")
 
-    # 2. stage 1: the autoencoder (trained here when the run has none)
+    # 2. the run folder, locked for the whole run
+    lock = open_run_folder(run_dir, what="training")
+    try:
+        write_split(run_dir, split)
+        return _fit(cfg, model_cfg, run_dir, dev, split, ckpt, stop_after, progress)
+    finally:
+        lock.release()
+
+
+def _fit(cfg: TrainConfig, model_cfg: WorldModelConfig, run_dir: Path, dev: torch.device, split: RunSplit,
+         ckpt: dict | None, stop_after: int | None, progress: bool) -> tuple[WorldModel, dict]:
+    """The stages of :func:`train` once everything is checked and the run folder is locked."""
+    ckpt_path = run_dir / "checkpoint.pt"
+    train_paths, test_paths = split.train, split.test
+
+    # 3. stage 1: the autoencoder (trained here when the run has none)
     ae_path = run_dir / "autoencoder.pt"
     finished = ae_path.exists() and bool(load_autoencoder(ae_path, allow_unfinished=True).stats_ready)
     if finished:
         autoencoder = load_autoencoder(ae_path, device=dev)
-    else:  # none yet, or interrupted mid-way: train (or continue) it
+    else:  # none yet, or interrupted mid-way: train (or continue) it; this job already holds the lock
         autoencoder, _ = train_autoencoder(model_cfg.autoencoder, train_paths, test_paths, run_dir,
                                            steps=cfg.ae_steps, batch_size=cfg.ae_batch_size, device=dev,
-                                           seed=cfg.seed, log=progress, resume=ae_path.exists())
-    if config_to_dict(autoencoder.config) != config_to_dict(model_cfg.autoencoder):
-        check_model_config(model_cfg.autoencoder, config_to_dict(autoencoder.config), ae_path)
+                                           seed=cfg.seed, log=progress, resume=ae_path.exists(), lock=False)
+    check_config(model_cfg.autoencoder, config_to_dict(autoencoder.config), what=f"autoencoder {ae_path}")
     for p in autoencoder.parameters():
         p.requires_grad_(False)
     autoencoder.eval()
 
-    # 3. model, optimiser, EMA, data
-    torch.manual_seed(cfg.seed)
+    # 4. model, optimiser, EMA, data
+    seed_everything(cfg.seed)
     model = WorldModel(model_cfg, autoencoder=autoencoder).to(dev)
     trainable = [p for n, p in model.named_parameters() if not n.startswith("autoencoder.")]
     opt = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
     ema = copy.deepcopy(model.state_dict())
-    gen = torch.Generator().manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)  # batches and noise: saved, so a resume draws the same ones
     step = 0
-    if resume:
-        ckpt = torch_load(ckpt_path)
-        check_model_config(model_cfg, ckpt["config"]["model"], ckpt_path)
-        stored_train = config_from_dict(TrainConfig, ckpt["config"]["train"])
-        free = {"precision", "compile", "eval_every", "ckpt_every", "eval_context", "eval_horizon", "eval_batch"}
-        diff = {f.name for f in dataclasses.fields(TrainConfig)
-                if getattr(stored_train, f.name) != getattr(cfg, f.name) and f.name not in free | {"steps"}}
-        if diff:
-            raise ValueError(f"{ckpt_path}: training config differs from the checkpoint's in {sorted(diff)}")
-        if stored_train.steps != cfg.steps:
-            import warnings
-            warnings.warn(f"resuming with steps={cfg.steps} (checkpoint planned {stored_train.steps}): the learning-"
-                          "rate schedule and curriculum follow the new length, so this is not an exact resume",
-                          stacklevel=2)
+    if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         ema = {k: v.to(dev) for k, v in ckpt["ema"].items()}
-        gen.set_state(ckpt["rng"]["generator"])
-        torch.set_rng_state(ckpt["rng"]["torch"])
+        _restore_rng(ckpt, gen)
         step = int(ckpt["step"])
     atomic_write_json(run_dir / "config.json", {"train": config_to_dict(cfg), "model": config_to_dict(model_cfg)})
     model.autoencoder.eval()
@@ -329,20 +397,18 @@ def train(
     def save(step_now: int) -> None:
         atomic_torch_save({
             "model": model.state_dict(), "ema": ema, "optimizer": opt.state_dict(),
-            "rng": {"generator": gen.get_state(), "torch": torch.get_rng_state()},
+            "generator": gen.get_state(), "rng": get_rng_state(),
             "step": step_now, "config": {"train": config_to_dict(cfg), "model": config_to_dict(model_cfg)},
         }, ckpt_path)
 
     writer = None
     if progress:
-        from torch.utils.tensorboard import SummaryWriter
+        from torch.utils.tensorboard import SummaryWriter  # heavy, and only for logging
         writer = SummaryWriter(str(run_dir / "tb"))
     bar = tqdm(total=cfg.steps, initial=step, desc="diffusion forcing", unit="it", disable=not progress)
     history: list[dict] = []
     t_last, frames_since = time.perf_counter(), 0
     model.backbone.train()
-    if cfg.precision not in ("auto", "fp32", "bf16"):
-        raise ValueError(f"precision={cfg.precision!r}: expected 'auto', 'fp32' or 'bf16'")
     bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and dev.type == "cuda")
 
     def autocast():
@@ -350,12 +416,14 @@ def train(
 
     if cfg.compile:
         model.backbone.compile()
+
+    # 5. the training loop: Diffusion Forcing on latent windows, the curriculum's window length at each step
     end = cfg.steps if stop_after is None else min(cfg.steps, step + stop_after)
     while step < end:
         window = cfg.window_at(step)
-        z, a, r = train_data.sample(cfg.batch_size, window, gen)
+        z, a, r = train_data.sample(cfg.batch_size, window, gen)           # (B, T, C, h, w), (B, T), (B, T)
         for g in opt.param_groups:
-            g["lr"] = _lr_at(step, cfg)
+            g["lr"] = warmup_cosine_lr(step, cfg.steps, cfg.lr, cfg.warmup)
         with autocast():
             loss, logs = model.loss(z.to(dev), a.to(dev), r.to(dev), generator=gen)
         if not torch.isfinite(loss):
@@ -373,8 +441,7 @@ def train(
                 f"{ckpt_path} (step {_ckpt_step(ckpt_path)}) was kept. Try a lower --lr.")
         opt.step()
         step += 1
-        decay = min(cfg.ema_decay, (1 + step) / (10 + step))
-        _ema_update(ema, model, decay)
+        _ema_update(ema, model, ema_decay_at(step, cfg.ema_decay))
         frames_since += z.shape[0] * z.shape[1]
         logs.update({"wm/lr": opt.param_groups[0]["lr"], "wm/grad_norm": float(gnorm), "wm/window": window})
         history.append({"step": step, **logs})
@@ -393,11 +460,11 @@ def train(
             _log_eval(writer, res, step)
     bar.close()
 
-    # 4. final evaluation with the EMA weights (reward events also on the training episodes: held-out
+    # 6. final evaluation with the EMA weights (reward events also on the training episodes: held-out
     #    episodes hold few of them, and the gap shows memorisation)
     model.load_state_dict(ema)  # the returned model carries the EMA weights
     model.eval()
-    res = evaluate(model, test_data, cfg)
+    res = evaluate(model, test_data, cfg.eval_context, cfg.eval_horizon, cfg.eval_batch)
     train_pr = reward_precision_recall(model, train_data)
     res.update({k.replace("reward_", "reward_train_"): v for k, v in train_pr.items()})
     strip = res.pop("strip", None)
@@ -413,6 +480,7 @@ def train(
 
 
 def _ckpt_step(path: Path):
+    """The step of the checkpoint at ``path``, or "none yet"."""
     try:
         return int(torch_load(path)["step"])
     except Exception:  # noqa: BLE001
@@ -424,7 +492,7 @@ def _eval_ema(model: WorldModel, ema: dict, data: LatentEpisodes, cfg: TrainConf
     model.load_state_dict(ema)
     model.eval()
     try:
-        return evaluate(model, data, cfg)
+        return evaluate(model, data, cfg.eval_context, cfg.eval_horizon, cfg.eval_batch)
     finally:
         model.load_state_dict(live)
         model.backbone.train()
@@ -439,40 +507,58 @@ def _log_eval(writer, res: dict, step: int) -> None:
         writer.add_image("eval/real_dream_error", res["strip"], step, dataformats="HWC")
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(
-        prog="python -m worldmodel.train",
-        description="Train the long-context hybrid world model with Diffusion Forcing on episode files "
-                    "(trains the latent autoencoder first when RUN_DIR has none).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    ap.add_argument("--preset", choices=sorted(TRAIN_PRESETS), default="cpu",
-                    help="tiny: tests (seconds); cpu: the demo (minutes on 2 cores); paper: ~200M params, GPU")
-    ap.add_argument("--variant", default="hybrid",
-                    help="backbone: hybrid, hybrid_block1, mamba2, mamba2_local_attn, causal_full, causal_window")
-    ap.add_argument("--episodes", required=True, help="folder of episode .npz files (ours or official Memory Maze)")
-    ap.add_argument("--run-dir", required=True, help="output folder: checkpoint.pt, eval.json, tb/ ...")
-    ap.add_argument("--steps", type=int, default=None, help="diffusion-forcing steps (default: the preset's)")
-    ap.add_argument("--ae-steps", type=int, default=None, help="autoencoder steps (default: the preset's)")
-    ap.add_argument("--batch-size", type=int, default=None)
-    ap.add_argument("--lr", type=float, default=None)
-    ap.add_argument("--seed", type=int, default=None)
-    ap.add_argument("--resume", action="store_true", help="continue RUN_DIR/checkpoint.pt exactly")
-    ap.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    ap.add_argument("--precision", choices=["auto", "fp32", "bf16"], default=None,
-                    help="auto: bf16 autocast on CUDA, fp32 on CPU")
-    ap.add_argument("--compile", action="store_true", default=None, help="torch.compile the backbone")
-    ap.add_argument("--stop-after", type=int, default=None,
-                    help="stop this invocation after N steps (checkpointed; continue later with --resume)")
-    args = ap.parse_args(argv)
-    cfg = TRAIN_PRESETS[args.preset]
-    over = {k: v for k, v in {"steps": args.steps, "ae_steps": args.ae_steps, "batch_size": args.batch_size,
-                              "lr": args.lr, "seed": args.seed, "variant": args.variant,
-                              "precision": args.precision, "compile": args.compile}.items() if v is not None}
-    cfg = dataclasses.replace(cfg, **over)
+# ---------------------------------------------------------------------- command line
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainJob:
+    """Train the long-context hybrid world model with Diffusion Forcing on a folder of episode files (stage 1,
+    the latent autoencoder, is trained first when RUN_DIR has none). Options not given on the command line
+    take the values of --preset; the defaults shown are those of the preset named on the command line (cpu
+    when none: try `--preset tiny --help`)."""
+
+    episodes: Path
+    """Folder of episode .npz files (ours or official Memory Maze ones)."""
+    run_dir: Path
+    """Output folder: checkpoint.pt, config.json, split.json, eval.json, strip.png, tb/."""
+    resume: bool = False
+    """Continue RUN_DIR/checkpoint.pt exactly (same split, batches and schedule)."""
+    stop_after: int | None = None
+    """Stop this invocation after N steps (checkpointed; continue later with --resume)."""
+    device: str = "auto"
+    """auto | cpu | cuda | cuda:N | mps."""
+    threads: int | None = None
+    """torch CPU threads; None leaves torch's choice (1 can be faster on a busy machine)."""
+    config: Annotated[TrainConfig, tyro.conf.OmitArgPrefixes]
+    """Training settings (stored in the checkpoint)."""
+
+    def __post_init__(self) -> None:
+        if self.stop_after is not None and (isinstance(self.stop_after, bool) or self.stop_after < 1):
+            raise ValueError(f"--stop-after {self.stop_after}: expected a number of steps >= 1")
+        if self.threads is not None and (isinstance(self.threads, bool) or self.threads < 1):
+            raise ValueError(f"--threads {self.threads}: expected a number of threads >= 1")
+        resolve_device(self.device)  # an unknown or unavailable device is refused here
+
+
+def parse_args(argv: Sequence[str] | None = None) -> TrainJob:
+    """The TrainJob of a command line (tyro, from the documented dataclasses); every value is checked here, and
+    a refused one exits with status 2 and a message before anything is written."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    preset = presets.preset_from_argv(argv)
+    default = TrainJob(episodes=tyro.MISSING, run_dir=tyro.MISSING, config=train_config(preset))
+    return tyro.cli(TrainJob, args=argv, default=default, prog="python -m worldmodel.train")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m worldmodel.train``: train, then print the held-out summary. Exit status 2 with a message (no
+    traceback) for a refused argument, episode folder, run folder or checkpoint."""
+    job = parse_args(argv)
+    if job.threads is not None:
+        torch.set_num_threads(job.threads)
     try:
-        _, res = train(cfg, args.episodes, args.run_dir, resume=args.resume, device=args.device,
-                       stop_after=args.stop_after)
-    except (ValueError, FileExistsError, FileNotFoundError, NonFiniteLossError) as e:
+        _, res = train(job.config, job.episodes, job.run_dir, resume=job.resume, device=job.device,
+                       stop_after=job.stop_after)
+    except (ValueError, OSError, RunLockedError, NonFiniteLossError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     summary = {k: res[k] for k in ("psnr_dream_mean", "psnr_copy_last_mean", "psnr_autoencoder_mean",

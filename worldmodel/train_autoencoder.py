@@ -2,41 +2,43 @@
 
     python -m worldmodel.train_autoencoder --preset cpu --episodes data/episodes/mm9 --out runs/ae
     python -m worldmodel.train_autoencoder --preset cpu --episodes data/episodes/mm9 --out runs/ae --resume
+    python -m worldmodel.train_autoencoder --help   (every option, its meaning and the cpu preset's value)
 
 Writes OUT/autoencoder.pt (weights, config, latent statistics, optimizer, RNG, step; atomic, resumable),
-OUT/autoencoder_report.json (held-out PSNR/SSIM), OUT/autoencoder_strip.png (rows real | recon | error) and
-TensorBoard logs under OUT/tb (losses, learning rate, frames/s, held-out PSNR/SSIM, image strips).
-`worldmodel.train` calls `train_autoencoder` when its run has no autoencoder.
+OUT/autoencoder_report.json (held-out PSNR/SSIM), OUT/autoencoder_strip.png (rows real | recon | error),
+OUT/split.json (the training / held-out episode files and their sha256, kept on --resume) and TensorBoard logs
+under OUT/tb (losses, learning rate, frames/s, held-out PSNR/SSIM, image strips). The job locks OUT for its
+whole run. `worldmodel.train` calls `train_autoencoder` when its run has no autoencoder.
 
 Axis legend: N frames, B batch, H x W x 3 images, C x h x w latents.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+import tyro
+from tqdm import tqdm
 
-from .autoencoder import (
-    AUTOENCODER_PRESETS,
-    Autoencoder,
-    AutoencoderConfig,
-    autoencoder_config,
-    frames_to_float,
-)
+from envs.episodes import EpisodeStore, load_episode
+from envs.fileio import RunLockedError
+
+from . import presets
+from .autoencoder import Autoencoder, AutoencoderConfig, autoencoder_config, frames_to_float
+from .config import check_config, config_to_dict
 from .metrics import LPIPS_MISSING_MESSAGE, lpips, lpips_available, psnr, ssim
+from .run_folder import check_frame_shapes, open_run_folder, plan_split, write_split
 from .utils import (
     atomic_torch_save,
     atomic_write_json,
-    check_config,
-    config_to_dict,
     get_rng_state,
     image_strip,
     resolve_device,
@@ -44,34 +46,31 @@ from .utils import (
     seed_everything,
     set_rng_state,
     torch_load,
+    warmup_cosine_lr,
 )
 
-__all__ = ["train_autoencoder", "load_autoencoder", "evaluate_autoencoder", "load_frames", "main"]
+__all__ = ["AutoencoderJob", "train_autoencoder", "load_autoencoder", "evaluate_autoencoder", "load_frames",
+           "main", "parse_args"]
 
-CHECKPOINT_KIND = "longdream.autoencoder/1"
-# default optimiser steps / batch size of the CLI per preset (cpu: about 3-4 minutes on 2 cores)
-DEFAULT_STEPS = {"tiny": 50, "cpu": 800, "paper": 100_000}
-DEFAULT_BATCH = {"tiny": 16, "cpu": 32, "paper": 64}
-
-
-def _read_images(path) -> np.ndarray:
-    """The `image` array (T+1, H, W, 3) uint8 of one episode file."""
-    try:
-        from envs.episodes import load_episode
-    except ImportError:  # envs not importable (library used on its own): read the .npz directly
-        with np.load(path, allow_pickle=False) as f:
-            if "image" not in f.files:
-                raise ValueError(f"{path}: no 'image' array (keys: {sorted(f.files)})") from None
-            return f["image"]
-    return load_episode(path, keys=("image",))["image"]
+CHECKPOINT_KIND = "longdream.autoencoder/1"  # format tag stored in autoencoder.pt
+LR = 2e-3  # peak learning rate of stage 1 (every preset)
+MAX_WARMUP = 100  # learning-rate warm-up: a tenth of the run, at most this many steps
 
 
-def load_frames(paths: Sequence, max_frames: int | None = None, seed: int = 0) -> torch.Tensor:
+def load_frames(paths: Sequence, max_frames: int | None = None, seed: int = 0,
+                shape: Sequence[int] | None = None) -> torch.Tensor:
     """All frames of the episode files as uint8 (N, H, W, 3); a random subsample (kept in file order) of
-    `max_frames` when set."""
+    `max_frames` when set. `shape` (H, W, C): a file whose frames differ is a ValueError naming it."""
     if not paths:
         raise ValueError("no episode files to read frames from (need at least one .npz episode)")
-    frames = torch.from_numpy(np.concatenate([_read_images(p) for p in paths]))  # (N, H, W, 3)
+    images = []
+    for p in paths:
+        image = load_episode(p, keys=("image",))["image"]                          # (T, H, W, 3) uint8
+        if shape is not None and tuple(image.shape[1:]) != tuple(shape):
+            raise ValueError(f"{p}: frames are {'x'.join(map(str, image.shape[1:]))}, the autoencoder expects "
+                             f"{'x'.join(map(str, shape))} (H x W x channels)")
+        images.append(image)
+    frames = torch.from_numpy(np.concatenate(images))                              # (N, H, W, 3)
     if frames.dim() != 4 or frames.shape[-1] != 3 or frames.dtype != torch.uint8:
         raise ValueError(f"episode images must be uint8 (T, H, W, 3), "
                          f"got {frames.dtype} {tuple(frames.shape[1:])}")
@@ -104,12 +103,12 @@ def load_autoencoder(path, device: str | torch.device = "cpu", expected: Autoenc
 
     `expected`: raise a ValueError naming every differing field when the stored config is not this one.
     A checkpoint written mid-training has no latent statistics yet; it is refused unless allow_unfinished."""
-    ckpt = torch_load(path, map_location="cpu")
+    ckpt = torch_load(path)
     if not isinstance(ckpt, dict) or "config" not in ckpt or "model" not in ckpt:
         raise ValueError(f"{path} is not an autoencoder checkpoint (needs 'config' and 'model' entries)")
     if expected is not None:
         check_config(expected, ckpt["config"], what=f"autoencoder checkpoint {path}")
-    model = Autoencoder(AutoencoderConfig.from_dict(ckpt["config"]))
+    model = Autoencoder(AutoencoderConfig.from_dict(ckpt["config"], source=str(path)))
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as e:
@@ -121,52 +120,92 @@ def load_autoencoder(path, device: str | torch.device = "cpu", expected: Autoenc
     return model.to(resolve_device(device)).eval()
 
 
-def _lr_at(step: int, steps: int, lr: float, warmup: int) -> float:
-    """Linear warm-up, then cosine decay to 5% of `lr` at `steps`."""
-    cosine = 0.5 * (1 + math.cos(math.pi * min(step, steps) / steps))
-    return lr * min(1.0, (step + 1) / warmup) * (0.05 + 0.95 * cosine)
+def _int_at_least(name: str, value, low: int) -> None:
+    """ValueError unless ``value`` is an int >= ``low``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{name}={value!r}: expected an integer >= {low}")
+
+
+def _read_checkpoint(path: Path, cfg: AutoencoderConfig) -> dict:
+    """The stage-1 checkpoint at ``path`` to resume, checked against ``cfg``."""
+    ckpt = torch_load(path)
+    if not isinstance(ckpt, dict) or ckpt.get("kind") != CHECKPOINT_KIND:
+        kind = ckpt.get("kind") if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise ValueError(f"{path} is not an autoencoder checkpoint (kind {kind!r})")
+    check_config(cfg, ckpt["config"], what=f"autoencoder checkpoint {path}")
+    return ckpt
 
 
 def train_autoencoder(
     cfg: AutoencoderConfig, train_paths, test_paths, out_dir, steps: int, batch_size: int = 32,
-    lr: float = 2e-3, device: str | torch.device = "auto", seed: int = 0, log: bool = True,
+    lr: float = LR, device: str | torch.device = "auto", seed: int = 0, log: bool = True,
     resume: bool = False, ckpt_every: int = 250, eval_every: int | None = None, max_eval_frames: int = 2048,
-    stop_after: int | None = None,
+    stop_after: int | None = None, lock: bool = True,
 ) -> tuple[Autoencoder, dict]:
     """Train stage 1 on the frames of `train_paths` and report reconstruction quality on `test_paths`.
 
     Returns the trained autoencoder (eval mode, latent statistics set) and the report dict also written to
     out_dir/autoencoder_report.json. `resume=True` continues out_dir/autoencoder.pt exactly (same batches,
-    same noise, same learning-rate schedule); without it an existing checkpoint is overwritten.
+    same noise, same learning-rate schedule); without it an existing checkpoint is refused (FileExistsError).
     A non-finite loss stops training with FloatingPointError and leaves the last good checkpoint in place.
-    `stop_after` ends this call after that many steps of the run (checkpoint written, schedule unchanged), as
-    an interruption would; it then returns the unfinished model (no latent statistics) and {"stopped_at": step}."""
-    from tqdm import tqdm
+    `stop_after` ends this call once the run reaches that step (checkpoint written, schedule unchanged), as
+    an interruption would; it then returns the unfinished model (no latent statistics) and {"stopped_at": step}.
 
+    Arguments, the checkpoint to resume and the frame size of every file are checked before any work. With
+    `lock` the call holds out_dir's lock while it runs (envs.fileio.RunLock; a second job on the folder raises
+    RunLockedError) and first removes temp files a killed job left; pass lock=False when the caller holds it
+    (worldmodel.train does)."""
     t_call = time.perf_counter()
-    if steps < 1 or batch_size < 1:
-        raise ValueError(f"steps and batch_size must be >= 1, got steps={steps}, batch_size={batch_size}")
+    # 0. checks before any work
+    _int_at_least("steps", steps, 1)
+    _int_at_least("batch_size", batch_size, 1)
+    _int_at_least("ckpt_every", ckpt_every, 1)
+    _int_at_least("max_eval_frames", max_eval_frames, 1)
+    if eval_every is not None:
+        _int_at_least("eval_every", eval_every, 1)
+    if stop_after is not None:
+        _int_at_least("stop_after", stop_after, 1)
+    if not 0.0 < lr < float("inf"):
+        raise ValueError(f"lr={lr!r}: expected a positive number")
     if not train_paths:
         raise ValueError("train_autoencoder: no training episodes (train_paths is empty)")
     if not test_paths:
         raise ValueError("train_autoencoder: no held-out episodes (test_paths is empty); the report needs at "
                          "least one episode not used for training")
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"output folder {out_dir} is a file, not a folder")
     ckpt_path = out_dir / "autoencoder.pt"
+    if ckpt_path.exists() and not resume:
+        raise FileExistsError(f"{ckpt_path} exists: pass --resume to continue it, or choose a new --out")
     dev = resolve_device(device)
+    ckpt = _read_checkpoint(ckpt_path, cfg) if resume and ckpt_path.exists() else None
+    shape = (cfg.image_size, cfg.image_size, cfg.image_channels)
+    check_frame_shapes(list(train_paths) + list(test_paths), shape, what="the autoencoder")
 
+    run_lock = open_run_folder(out_dir, what="autoencoder training") if lock else None
+    try:
+        return _fit(cfg, list(train_paths), list(test_paths), out_dir, ckpt, steps=steps, batch_size=batch_size,
+                    lr=lr, dev=dev, seed=seed, log=log, ckpt_every=ckpt_every, eval_every=eval_every,
+                    max_eval_frames=max_eval_frames, stop_after=stop_after, t_call=t_call)
+    finally:
+        if run_lock is not None:
+            run_lock.release()
+
+
+def _fit(cfg: AutoencoderConfig, train_paths: list, test_paths: list, out_dir: Path, ckpt: dict | None, *,
+         steps: int, batch_size: int, lr: float, dev: torch.device, seed: int, log: bool, ckpt_every: int,
+         eval_every: int | None, max_eval_frames: int, stop_after: int | None,
+         t_call: float) -> tuple[Autoencoder, dict]:
+    """The training of :func:`train_autoencoder` once everything is checked (and the folder locked)."""
+    ckpt_path = out_dir / "autoencoder.pt"
     # 1. model, optimiser, data-order generator; restored from the checkpoint when resuming
     seed_everything(seed)
     model = Autoencoder(cfg).to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0, betas=(0.9, 0.99))
     gen = torch.Generator().manual_seed(seed)
     step = 0
-    if resume and ckpt_path.exists():
-        ckpt = torch_load(ckpt_path)
-        if ckpt.get("kind") != CHECKPOINT_KIND:
-            raise ValueError(f"{ckpt_path} is not an autoencoder checkpoint (kind {ckpt.get('kind')!r})")
-        check_config(cfg, ckpt["config"], what=f"autoencoder checkpoint {ckpt_path}")
+    if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         gen.set_state(ckpt["generator"])
@@ -174,12 +213,9 @@ def train_autoencoder(
         step = int(ckpt["step"])
 
     # 2. frames: all training frames in memory, an even subsample of the held-out ones
-    train_frames = load_frames(train_paths)  # (N, H, W, 3) uint8
-    test_frames = load_frames(test_paths, max_frames=max_eval_frames, seed=seed)
-    s = cfg.image_size
-    if tuple(train_frames.shape[1:]) != (s, s, cfg.image_channels):
-        raise ValueError(f"episode frames are {tuple(train_frames.shape[1:])}, the autoencoder config "
-                         f"expects ({s}, {s}, {cfg.image_channels})")
+    shape = (cfg.image_size, cfg.image_size, cfg.image_channels)
+    train_frames = load_frames(train_paths, shape=shape)  # (N, H, W, 3) uint8
+    test_frames = load_frames(test_paths, max_frames=max_eval_frames, seed=seed, shape=shape)
     strip_idx = torch.linspace(0, len(test_frames) - 1, 8).round().long()
     strip_real = frames_to_float(test_frames[strip_idx]).to(dev)  # (8, 3, H, W)
 
@@ -192,11 +228,11 @@ def train_autoencoder(
     writer = None
     if log:
         try:
-            from torch.utils.tensorboard import SummaryWriter
+            from torch.utils.tensorboard import SummaryWriter  # heavy, optional: only for logging
         except ImportError:  # tensorboard missing: train anyway
             SummaryWriter = None
         writer = SummaryWriter(str(out_dir / "tb")) if SummaryWriter is not None else None
-    warmup = max(1, min(100, steps // 10))
+    warmup = max(1, min(MAX_WARMUP, steps // 10))
     eval_every = eval_every or max(100, steps // 5)
     log_every = 25
 
@@ -213,7 +249,7 @@ def train_autoencoder(
             save(step)
             return model.eval(), {"stopped_at": step}
         idx = torch.randint(len(train_frames), (batch_size,), generator=gen)
-        lr_now = _lr_at(step, steps, lr, warmup)
+        lr_now = warmup_cosine_lr(step, steps, lr, warmup)
         for g in opt.param_groups:
             g["lr"] = lr_now
         loss, logs = model.loss(train_frames[idx].to(dev))
@@ -298,48 +334,89 @@ def train_autoencoder(
     return model, report
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(
-        prog="python -m worldmodel.train_autoencoder",
-        description="Train the frame <-> latent autoencoder (stage 1) on a folder of episode .npz files, "
-                    "split by episode, and report held-out reconstruction PSNR/SSIM. Writes "
-                    "OUT/autoencoder.pt, OUT/autoencoder_report.json, OUT/autoencoder_strip.png and "
-                    "TensorBoard logs in OUT/tb.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    ap.add_argument("--preset", choices=sorted(AUTOENCODER_PRESETS), default="cpu",
-                    help="model size: tiny (tests), cpu (minutes on 2 cores), paper (GPU)")
-    ap.add_argument("--episodes", required=True, help="folder of episode .npz files")
-    ap.add_argument("--out", required=True, help="output folder (autoencoder.pt, report, strip, tb/)")
-    ap.add_argument("--steps", type=int, default=None,
-                    help=f"optimiser steps in total, also when resuming (default per preset: {DEFAULT_STEPS})")
-    ap.add_argument("--batch-size", type=int, default=None, help=f"default per preset: {DEFAULT_BATCH}")
-    ap.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (warm-up, cosine decay)")
-    ap.add_argument("--test-fraction", type=float, default=0.1, help="fraction of episodes held out")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
-    ap.add_argument("--threads", type=int, default=None,
-                    help="torch CPU threads (default: torch's choice; 1 can be faster on a busy machine)")
-    ap.add_argument("--resume", action="store_true", help="continue OUT/autoencoder.pt exactly")
-    args = ap.parse_args(argv)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    steps = args.steps if args.steps is not None else DEFAULT_STEPS[args.preset]
-    batch_size = args.batch_size if args.batch_size is not None else DEFAULT_BATCH[args.preset]
-    from envs.episodes import EpisodeStore
+@dataclass(frozen=True, kw_only=True)
+class AutoencoderJob:
+    """Train the frame <-> latent autoencoder (stage 1) on a folder of episode .npz files, split by episode, and
+    report held-out reconstruction PSNR/SSIM. Writes OUT/autoencoder.pt, OUT/autoencoder_report.json,
+    OUT/autoencoder_strip.png, OUT/split.json and TensorBoard logs in OUT/tb. Options not given on the command
+    line take the values of --preset; the defaults shown are those of the preset named on the command line
+    (cpu when none)."""
 
+    preset: presets.Preset
+    """Model size: tiny (tests), cpu (minutes on 2 cores), paper (GPU)."""
+    episodes: Path
+    """Folder of episode .npz files."""
+    out: Path
+    """Output folder (autoencoder.pt, report, strip, split.json, tb/)."""
+    steps: int
+    """Optimiser steps in total, also when resuming."""
+    batch_size: int
+    """Frames per optimiser step."""
+    lr: float = LR
+    """Peak learning rate (linear warm-up, then cosine decay)."""
+    test_fraction: float = 0.1
+    """Fraction of the episodes held out (recorded in OUT/split.json)."""
+    seed: int = 0
+    """Seed of the split, the initialisation and the batches."""
+    device: str = "auto"
+    """auto | cpu | cuda | cuda:N | mps."""
+    threads: int | None = None
+    """torch CPU threads; None leaves torch's choice (1 can be faster on a busy machine)."""
+    resume: bool = False
+    """Continue OUT/autoencoder.pt exactly."""
+
+    def __post_init__(self) -> None:
+        presets.check_preset(self.preset)
+        _int_at_least("--steps", self.steps, 1)
+        _int_at_least("--batch-size", self.batch_size, 1)
+        if self.threads is not None:
+            _int_at_least("--threads", self.threads, 1)
+        if not 0.0 < self.lr < float("inf"):
+            raise ValueError(f"--lr {self.lr}: expected a positive number")
+        if not 0.0 <= self.test_fraction < 1.0:
+            raise ValueError(f"--test-fraction {self.test_fraction}: expected a fraction in [0, 1)")
+        resolve_device(self.device)  # an unknown or unavailable device is refused here
+
+
+def parse_args(argv: Sequence[str] | None = None) -> AutoencoderJob:
+    """The AutoencoderJob of a command line (tyro, from the documented dataclass); every value is checked here,
+    and a refused one exits with status 2 and a message before anything is written."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    preset = presets.preset_from_argv(argv)
+    stage1 = presets.AUTOENCODER_TRAINING[preset]
+    default = AutoencoderJob(preset=preset, episodes=tyro.MISSING, out=tyro.MISSING, steps=stage1["steps"],
+                             batch_size=stage1["batch_size"])
+    return tyro.cli(AutoencoderJob, args=argv, default=default, prog="python -m worldmodel.train_autoencoder")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m worldmodel.train_autoencoder``: train, then print the held-out summary. Exit status 2 with a
+    message (no traceback) for a refused argument, episode folder, output folder or checkpoint."""
+    job = parse_args(argv)
+    if job.threads is not None:
+        torch.set_num_threads(job.threads)
     try:
-        store = EpisodeStore(args.episodes)
+        store = EpisodeStore(job.episodes)
         if len(store) < 2:
-            raise ValueError(f"{args.episodes}: need at least 2 episodes (one is held out), "
-                             f"found {len(store)}")
-        train_paths, test_paths = store.split(test_fraction=args.test_fraction, seed=args.seed)
-        ckpt = Path(args.out) / "autoencoder.pt"
-        if args.resume and not ckpt.exists():
+            raise ValueError(f"{job.episodes}: need at least 2 episodes (one is held out), found {len(store)}")
+        ckpt = job.out / "autoencoder.pt"
+        if job.resume and not ckpt.exists():
             raise FileNotFoundError(f"--resume: no checkpoint at {ckpt}")
-        _, report = train_autoencoder(autoencoder_config(args.preset), train_paths, test_paths, args.out,
-                                      steps=steps, batch_size=batch_size, lr=args.lr,
-                                      device=args.device, seed=args.seed, resume=args.resume)
-    except (ValueError, OSError, FloatingPointError) as e:
+        if ckpt.exists() and not job.resume:
+            raise FileExistsError(f"{ckpt} exists: pass --resume to continue it, or choose a new --out")
+        cfg = autoencoder_config(job.preset)
+        split = plan_split(store, job.out, test_fraction=job.test_fraction, seed=job.seed)
+        check_frame_shapes(split.train + split.test, (cfg.image_size, cfg.image_size, cfg.image_channels),
+                           what="the autoencoder")
+        run_lock = open_run_folder(job.out, what="autoencoder training")
+        try:
+            write_split(job.out, split)
+            _, report = train_autoencoder(cfg, split.train, split.test, job.out, steps=job.steps,
+                                          batch_size=job.batch_size, lr=job.lr, device=job.device, seed=job.seed,
+                                          resume=job.resume, lock=False)
+        finally:
+            run_lock.release()
+    except (ValueError, OSError, FloatingPointError, RunLockedError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     keys = ("psnr_mean", "ssim_mean", "n_frames", "train_time_s", "wall_time_s")

@@ -1,17 +1,16 @@
-"""Small shared helpers for the world-model jobs: devices, seeding, RNG capture, atomic checkpoints, config
-checks and image strips (real | reconstruction-or-dream | error).
+"""Small shared helpers for the world-model jobs: devices, seeding, RNG capture, the learning-rate schedule,
+atomic checkpoints, config checks (from worldmodel/config.py) and image strips (real | reconstruction-or-dream
+| error).
 
 Axis legend: B batch, T time, C channels, H x W height x width. Images handed to the strip helpers are float
 (B, 3, H, W) in [0, 1] or uint8 (B, H, W, 3).
 """
 from __future__ import annotations
 
-import dataclasses
 import io
-import json
+import math
 import os
 import random
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -20,11 +19,17 @@ import numpy as np
 import torch
 from einops import rearrange
 
+from envs.fileio import atomic_torch_save, atomic_write_bytes, atomic_write_json, atomic_write_text, torch_load
+
+from .config import check_config, config_diff, config_to_dict
+
 __all__ = [
     "resolve_device",
     "seed_everything",
     "get_rng_state",
     "set_rng_state",
+    "LR_FLOOR",
+    "warmup_cosine_lr",
     "atomic_write_bytes",
     "atomic_write_text",
     "atomic_write_json",
@@ -108,104 +113,32 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+# ------------------------------------------------------------------------------------------ schedules
+
+# The learning rate decays to this fraction of its peak, not to zero: the last steps still move the weights
+# (and the EMA that is evaluated follows them), while the step size is small enough to settle.
+LR_FLOOR = 0.1
+
+
+def warmup_cosine_lr(step: int, total: int, peak: float, warmup: int, floor: float = LR_FLOOR) -> float:
+    """The learning rate of optimiser step ``step`` (0-based) of ``total``: a linear warm-up over the first
+    ``warmup`` steps to ``peak``, then a half cosine from ``peak`` down to ``floor * peak`` at ``total``.
+
+    The one schedule of the project (world model and autoencoder alike)."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = min((step - warmup) / max(total - warmup, 1), 1.0)
+    return peak * (floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+
 # ------------------------------------------------------------------------------------------ atomic I/O
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write bytes to `path` atomically: a temp file in the same folder, fsync, then os.replace."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Atomic UTF-8 text write."""
-    return atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
-    """Atomic JSON write (indented, keys in insertion order, non-finite floats as null-safe strings)."""
-    return atomic_write_text(path, json.dumps(_jsonable(obj), indent=2) + "\n")
-
-
-def _jsonable(obj: Any) -> Any:
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return _jsonable(dataclasses.asdict(obj))
-    if isinstance(obj, Mapping):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, (np.generic, torch.Tensor)) and np.asarray(obj).size == 1:
-        obj = np.asarray(obj).item()
-    if isinstance(obj, float) and not np.isfinite(obj):
-        return str(obj)  # JSON has no inf/nan
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
-
-
-def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
-    """torch.save to `path` atomically (serialise to memory, then temp file + os.replace): a crash mid-write
-    leaves the previous checkpoint intact."""
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    return atomic_write_bytes(path, buf.getvalue())
-
-
-def torch_load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
-    """torch.load with weights_only=True (no arbitrary pickle), with a clear error for a missing/bad file."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # noqa: BLE001 - re-raised with the file name
-        raise ValueError(f"could not load checkpoint {path} with weights_only=True: {e}") from e
+# atomic_write_bytes/text/json, atomic_torch_save and torch_load live in envs/fileio.py (the data layer, so
+# collection and training write files one way); imported above and kept in __all__ for existing imports.
 
 
 # ------------------------------------------------------------------------------------------ configs
-
-
-def config_to_dict(cfg: Any) -> dict[str, Any]:
-    """A frozen dataclass config as a plain dict (tuples become lists) for checkpoints and JSON."""
-    if not (dataclasses.is_dataclass(cfg) and not isinstance(cfg, type)):
-        raise TypeError(f"expected a dataclass config instance, got {type(cfg).__name__}")
-    return _jsonable(dataclasses.asdict(cfg))
-
-
-def config_diff(expected: Any, found: Mapping[str, Any]) -> list[str]:
-    """Human-readable differences between a config (dataclass or dict) and a stored dict: one line per field,
-    e.g. "latent_channels: expected 8, checkpoint has 16"; empty when they match."""
-    exp = config_to_dict(expected) if not isinstance(expected, Mapping) else _jsonable(dict(expected))
-    got = _jsonable(dict(found))
-    lines = []
-    for key in sorted(set(exp) | set(got)):
-        if key not in got:
-            lines.append(f"{key}: expected {exp[key]!r}, checkpoint lacks this field")
-        elif key not in exp:
-            lines.append(f"{key}: unknown field in checkpoint (value {got[key]!r})")
-        elif exp[key] != got[key]:
-            lines.append(f"{key}: expected {exp[key]!r}, checkpoint has {got[key]!r}")
-    return lines
-
-
-def check_config(expected: Any, found: Mapping[str, Any], what: str = "checkpoint") -> None:
-    """Raise ValueError naming every differing field when `found` (from a checkpoint) != `expected`."""
-    diff = config_diff(expected, found)
-    if diff:
-        raise ValueError(f"{what} config does not match ({len(diff)} field(s) differ):\n  "
-                         + "\n  ".join(diff))
+# config_to_dict, config_diff and check_config live in worldmodel/config.py (imported above, kept here for
+# existing imports).
 
 
 # ------------------------------------------------------------------------------------------ image strips

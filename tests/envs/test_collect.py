@@ -1,20 +1,28 @@
-"""Collection: file contents, replay, the revisit policy, resuming a killed run, refusing mixed settings."""
+"""Collection: file contents, replay, the revisit policy, resuming, checks before writing, locks, workers dying."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
+from fake_env import FAKE_ID, SLOW_ID, FakeMazeEnv, default_step, frame_of
+from permissions import read_only_folder, run_unprivileged
 
-from envs.collect import CollectConfig, collect, main, make_env
+from envs.collect import CollectConfig, collect, collect_episode, main, make_env
 from envs.episodes import OFFICIAL_KEYS, EpisodeStore, load_episode
-from envs.policies import cell_of
+from envs.fileio import LOCK_FILE
+from envs.policies import RandomPolicy, cell_of
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ENV = "longdream/MemoryMaze-9x9-ExtraObs-v0"
+FAKE = f"fake_env:{FAKE_ID}"  # Gymnasium's module:id form: a worker process imports tests/envs/fake_env.py too
+HERE = os.path.dirname(os.path.abspath(__file__))
+SUBPROCESS_ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (HERE, os.environ.get("PYTHONPATH")) if p)}
 
 
 def _cells(data, frames):
@@ -115,7 +123,7 @@ def test_killed_collection_resumes_without_duplicates(tmp_path):
     summary = collect(CollectConfig(env=ENV, episodes=3, steps=20, out=str(out), workers=1, seed=0),
                       progress=False)
     assert summary["skipped"] == len(before) and summary["collected"] == 3 - len(before)
-    assert sorted(p.name for p in out.iterdir()) == ["ep_00000.npz", "ep_00001.npz", "ep_00002.npz",
+    assert sorted(p.name for p in out.iterdir()) == [LOCK_FILE, "ep_00000.npz", "ep_00001.npz", "ep_00002.npz",
                                                      "manifest.json"]
     assert {n: (out / n).stat().st_mtime_ns for n in before} == before  # finished episodes were not redone
     assert EpisodeStore(out).lengths == [21, 21, 21]
@@ -131,3 +139,225 @@ def test_workers_do_not_change_the_data(tmp_path):
         da, db = load_episode(a / name), load_episode(b / name)
         for k in da:
             np.testing.assert_array_equal(da[k], db[k])
+
+
+# ---------------------------------------------------------------------- with the fake env (no MuJoCo)
+
+
+def test_collect_episode_aligns_actions_rewards_and_frames():
+    """action[t] is the action that led into image[t], reward[t] the reward received on entering it; action[0] = 0."""
+    env = FakeMazeEnv()
+    data = collect_episode(env, RandomPolicy(), seed=7, steps=12)
+    actions = data["action"].argmax(1)
+    assert not data["action"][0].any() and data["reward"][0] == 0
+    assert np.all(data["action"][1:].sum(1) == 1)
+    for t in range(13):
+        np.testing.assert_array_equal(data["image"][t], frame_of(t, actions[t] if t else 0, 7))
+    np.testing.assert_array_equal(data["reward"][1:], (actions[1:] == 1).astype(np.float32))
+    np.testing.assert_array_equal(data["agent_pos"][:, 0], 0.5 + np.arange(13) % 5)
+
+
+def test_collect_episode_refuses_an_early_end_and_an_env_without_state():
+    """An env that ends before `steps` and one whose info lacks Memory Maze's state keys fail with clear errors."""
+    def ends_at_3(env, action):
+        frame, reward, _, _, info = default_step(env, action)
+        return frame, reward, env.t >= 3, False, info
+
+    with pytest.raises(RuntimeError, match="episode ended after 3 of 10 steps"):
+        collect_episode(FakeMazeEnv(step_func=ends_at_3), RandomPolicy(), seed=0, steps=10)
+
+    def no_state(env, seed=None, options=None):
+        env.frame = frame_of(0, 0, 0)
+        return env.frame.copy(), {"agent_pos": np.zeros(2)}
+
+    with pytest.raises(ValueError, match="info lacks agent_dir, maze_layout"):
+        collect_episode(FakeMazeEnv(reset_func=no_state), RandomPolicy(), seed=0, steps=10)
+
+
+def test_a_refused_command_writes_nothing_and_the_corrected_one_is_accepted(tmp_path, capsys):
+    """Bad arguments fail with one line and exit 2 before the folder or its manifest is touched; the fix then runs."""
+    out = tmp_path / "new"
+    base = ["--env", FAKE, "--episodes", "2", "--steps", "5", "--policy", "explore", "--quiet"]
+    for bad, message in ((["--noise", "-0.5"], "--noise -0.5: expected a probability in [0, 1]"),
+                         (["--seed", "-1"], "--seed -1: expected >= 0"),
+                         (["--seed", str(2**32 - 1)], "the episode seeds SEED..SEED+1 must stay <= 4294967295"),
+                         (["--episodes", "0"], "--episodes 0: expected >= 1"),
+                         (["--workers", "0"], "--workers 0: expected >= 1"),
+                         (["--steps", "61"], "--steps 61: expected 1..60"),
+                         (["--revisit-steps", "0"], "--revisit-steps 0: expected 1..5"),
+                         (["--env", "CartPole-v1"], "'CartPole-v1': expected a longdream/MemoryMaze-* id")):
+        assert main([*base, "--out", str(out), *bad]) == 2, bad
+        err = capsys.readouterr().err
+        assert err == f"error: {message}\n" or message in err and err.count("\n") == 1, (bad, err)
+        assert not out.exists()
+    assert main([*base, "--out", str(out)]) == 0
+    manifest = (out / "manifest.json").read_text()
+    stamp = (out / "manifest.json").stat().st_mtime_ns
+    # a refused command on an existing collection leaves its manifest alone
+    assert main([*base, "--out", str(out), "--noise", "2"]) == 2
+    assert (out / "manifest.json").read_text() == manifest and (out / "manifest.json").stat().st_mtime_ns == stamp
+    assert json.loads(manifest)["noise"] == 0.1 and EpisodeStore(out).lengths == [6, 6]
+
+
+def test_out_that_is_a_file_or_unwritable_is_a_one_line_error(tmp_path):
+    """--out naming a file, or a folder the user cannot write, exits 2 with one line on stderr and no traceback."""
+    afile = tmp_path / "episodes.npz"
+    afile.write_bytes(b"data")
+    cmd = [sys.executable, "-m", "envs.collect", "--env", FAKE, "--episodes", "1", "--steps", "5", "--quiet"]
+    proc = subprocess.run([*cmd, "--out", str(afile)], cwd=ROOT, env=SUBPROCESS_ENV, capture_output=True, text=True)
+    assert (proc.returncode, proc.stderr) == (2, f"error: --out {afile}: is a file, not a folder; choose a folder "
+                                                 "for the episodes\n")
+    assert afile.read_bytes() == b"data"
+    with read_only_folder() as ro:
+        for out in (ro, ro / "sub"):  # an existing read-only folder, and a new folder inside one
+            proc = run_unprivileged([*cmd, "--out", str(out)], env=SUBPROCESS_ENV)
+            assert proc.returncode == 2, proc.stderr
+            assert proc.stderr == f"error: --out {out}: cannot write there (Permission denied)\n"
+        assert list(ro.iterdir()) == []
+
+
+def test_a_second_collection_into_a_busy_folder_is_refused_naming_the_first(tmp_path, capsys):
+    """While a collection holds the folder, another one exits 2 naming its pid; afterwards the folder is free."""
+    out = tmp_path / "busy"
+    hold = ("import sys, time\nfrom envs.fileio import RunLock\nRunLock(sys.argv[1], what='collection').acquire()\n"
+            "print('held', flush=True)\ntime.sleep(120)\n")
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(out)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    args = ["--env", FAKE, "--episodes", "1", "--steps", "5", "--policy", "random", "--out", str(out), "--quiet"]
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert f"collection pid {holder.pid}" in err and err.count("\n") == 1
+        assert sorted(p.name for p in out.iterdir()) == [LOCK_FILE]
+    finally:
+        holder.kill()
+        holder.wait()
+    assert main(args) == 0
+
+
+def test_stale_temp_files_are_removed_and_other_files_kept(tmp_path):
+    """A collection removes the temp files killed runs left in its folder, and nothing else."""
+    out = tmp_path / "tmp"
+    out.mkdir()
+    (out / ".ep_00000.npz.3f9a2c81d0e4.tmp").write_bytes(b"partial")
+    (out / "notes.tmp").write_text("mine")
+    collect(CollectConfig(env=FAKE, episodes=1, steps=5, out=str(out), policy="random"), progress=False)
+    assert sorted(p.name for p in out.iterdir()) == [LOCK_FILE, "ep_00000.npz", "manifest.json", "notes.tmp"]
+
+
+def test_help_shows_each_option_once_with_its_doc(monkeypatch, capsys):
+    """--help (generated by tyro from the documented config) lists every option once, its doc and default once."""
+    monkeypatch.setenv("COLUMNS", "400")  # one line per option
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for flag, doc in (("--env", "Gymnasium id"), ("--episodes", "Number of episodes"), ("--steps", "Actions per"),
+                      ("--out", "Output folder"), ("--workers", "Worker processes"), ("--seed", "Episode i uses"),
+                      ("--policy", "explore: BFS"), ("--noise", "Probability of a random action"),
+                      ("--revisit-steps", "outward steps"), ("--no-fast", "exact speed-ups"),
+                      ("--quiet", "No progress bar")):
+        assert len(re.findall(rf"{flag}\b", text)) >= 1 and text.count(doc) == 1, (flag, doc)
+    assert not re.search(r"\(default: [^)]*\)[^\n]*\(default:", text)
+
+
+def test_flags_of_the_makefile_and_readme_parse(tmp_path, monkeypatch):
+    """The documented flag spellings (--no-fast, --quiet, --revisit-steps, ...) reach the collection settings."""
+    seen = {}
+    monkeypatch.setattr("envs.collect.collect", lambda cfg, progress: seen.update(cfg=cfg, progress=progress) or {
+        "out": cfg.out, "collected": 0, "skipped": 0, "steps": 0, "seconds": 0.0})
+    assert main(["--env", ENV, "--episodes", "3", "--steps", "40", "--out", str(tmp_path), "--workers", "2",
+                 "--seed", "9", "--policy", "revisit", "--noise", "0.2", "--revisit-steps", "10", "--no-fast",
+                 "--quiet"]) == 0
+    assert seen == {"cfg": CollectConfig(env=ENV, episodes=3, steps=40, out=str(tmp_path), workers=2, seed=9,
+                                         policy="revisit", noise=0.2, revisit_steps=10, fast=False),
+                    "progress": False}
+
+
+# ---------------------------------------------------------------------- workers die with the collection
+
+
+def _children(pid: int) -> list[int]:
+    """Pids of the multiprocessing workers (not the resource tracker) whose parent is ``pid``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == pid and b"multiprocessing.spawn" in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie waiting for a reaper that never comes, as in some containers, counts as dead)."""
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc to find the worker processes")
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM", "SIGINT"])
+def test_workers_die_with_the_collection(tmp_path, how):
+    """kill -9, SIGTERM or a terminal's Ctrl-C to a 2-worker collection: the workers are gone within seconds; the
+    last two stop with one line (no traceback) and exit codes 143 / 130; finished episodes are whole."""
+    out = tmp_path / "eps"
+    cmd = [sys.executable, "-m", "envs.collect", "--env", f"fake_env:{SLOW_ID}", "--episodes", "500", "--steps",
+           "50", "--out", str(out), "--workers", "2", "--policy", "random", "--quiet"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=SUBPROCESS_ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        workers = []
+        while time.time() < deadline and proc.poll() is None:
+            workers = _children(proc.pid)
+            if len(workers) == 2 and any(out.glob("ep_*.npz")):
+                break
+            time.sleep(0.1)
+        assert len(workers) == 2 and proc.poll() is None, f"no 2 busy workers: {proc.communicate()}"
+        if how == "SIGINT":
+            os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole process group
+        else:
+            os.kill(proc.pid, getattr(signal, how))
+        _, err = proc.communicate(timeout=60)
+        deadline = time.time() + 5
+        while time.time() < deadline and any(_alive(w) for w in workers):
+            time.sleep(0.1)
+        assert not [w for w in workers if _alive(w)], f"workers outlived the collection after {how}"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    if how == "SIGKILL":
+        assert proc.returncode == -signal.SIGKILL
+    else:
+        assert proc.returncode == {"SIGTERM": 143, "SIGINT": 130}[how]
+        lines = [line for line in err.splitlines() if line.strip()]
+        assert "Traceback" not in err and len(lines) == 1, err
+        assert lines[0].startswith(("stopped (SIGTERM)", "interrupted (SIGINT)")) and "resume" in lines[0]
+    for path in out.glob("ep_*.npz"):
+        load_episode(path)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc to see the worker process")
+def test_watchdog_ends_a_worker_whose_parent_is_gone_without_prctl(tmp_path):
+    """Where the kernel cannot kill a worker with its parent (no prctl), the watchdog thread ends it."""
+    worker = ("import sys, time\nimport envs.collect as c\nc._set_parent_death_signal = lambda: None\n"
+              "c._init_worker(int(sys.argv[1]))\nprint('ready', flush=True)\ntime.sleep(60)\n")
+    parent = ("import subprocess, sys\np = subprocess.Popen([sys.executable, '-c', sys.argv[1], str(__import__('os')"
+              ".getpid())], stdout=subprocess.PIPE, text=True)\nassert p.stdout.readline().strip() == 'ready'\n"
+              "print(p.pid, flush=True)\n")
+    proc = subprocess.run([sys.executable, "-c", parent, worker], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    pid = int(proc.stdout.strip())
+    deadline = time.time() + 5
+    while time.time() < deadline and _alive(pid):
+        time.sleep(0.1)
+    assert not _alive(pid)

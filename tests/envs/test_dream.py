@@ -1,5 +1,6 @@
 """The dream env: DreamEnv, DreamVectorEnv and the SB3 adapter on the shared tiny model trained on real Memory Maze."""
 
+import copy
 import dataclasses
 import shutil
 import subprocess
@@ -19,7 +20,7 @@ from envs.dream_vector import DreamVectorEnv
 from envs.episodes import EpisodeError, load_episode
 from envs.memory_maze import _as_action
 from envs.sb3 import DreamSB3VecEnv
-from worldmodel.model import WorldModel
+from worldmodel.model import NonFiniteWeightsError, WorldModel
 from worldmodel.utils import atomic_torch_save, config_to_dict
 
 MIN_CONTEXT = TINY_MIN_CONTEXT  # the test model needs 4 real frames before it can imagine
@@ -192,6 +193,15 @@ def test_checkpoint_for_other_spaces_names_both(model, real_episodes, tmp_path):
         DreamEnv(model, real_episodes, observation_space=spaces.Box(0, 255, (32, 32, 3), np.uint8))
     with pytest.raises(ValueError, match=r"Discrete\(6\).*Discrete\(4\)"):
         DreamVectorEnv(model, real_episodes, num_envs=2, action_space=spaces.Discrete(4))
+
+
+def test_a_model_instance_with_non_finite_weights_is_refused(model, real_episodes):
+    """A WorldModel handed to the env directly gets the same finite-weights check as a checkpoint file."""
+    bad = copy.deepcopy(model)
+    with torch.no_grad():
+        bad.reward_head[0].bias[0] = float("nan")
+    with pytest.raises(NonFiniteWeightsError, match=r"<WorldModel instance>: weight tensor 'reward_head\.0\.bias'"):
+        DreamEnv(bad, real_episodes, context_frames=CONTEXT)
 
 
 def test_too_short_context_says_how_many_frames_are_needed(env, model, real_episodes):

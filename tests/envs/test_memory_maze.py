@@ -168,3 +168,24 @@ def test_bad_rendering_backend_error_names_backends():
     assert last.startswith(f"envs.memory_maze.{RenderingError.__name__}")
     for word in ("MUJOCO_GL='no-such-backend'", "MUJOCO_GL=egl", "MUJOCO_GL=osmesa", "MUJOCO_GL=glfw"):
         assert word in last
+
+
+def test_import_prints_nothing():
+    """Importing envs and the Memory Maze env, and building one, prints nothing (no old-gym deprecation banner)."""
+    code = ("import envs, envs.memory_maze, gymnasium\nenv = gymnasium.make('longdream/MemoryMaze-9x9-v0')\n"
+            "env.reset(seed=0)\nenv.close()\nimport gym  # already imported by memory_maze, quietly\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert (proc.stdout, proc.stderr) == ("", "")
+    loud = subprocess.run([sys.executable, "-c", "import gym"], cwd=ROOT, capture_output=True, text=True)
+    assert "Gym has been unmaintained" in loud.stderr  # the banner this guards against still exists upstream
+
+
+def test_import_envs_registers_lazily():
+    """`import envs` registers the ids without importing Memory Maze, dm_control, MuJoCo or torch."""
+    code = ("import sys, envs, gymnasium\nassert 'longdream/MemoryMaze-9x9-v0' in gymnasium.registry\n"
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'envs.memory_maze', 'memory_maze', "
+            "'dm_control', 'mujoco', 'torch', 'gym'}), 'envs.memory_maze' in sys.modules)\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[] False"

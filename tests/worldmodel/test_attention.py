@@ -1,3 +1,5 @@
+"""worldmodel.attention: frame masks, blocked vs dense attention, linear cost, RoPE, streaming with a KV cache."""
+
 import pytest
 import torch
 
@@ -24,22 +26,28 @@ def _qkv(T, B=2, S=3, H=2, d=4, seed=0):
 
 def test_frame_mask_known_answers():
     """The four masks spelled out for T = 6, chunk = 2, window = 3."""
-    local = torch.tensor([
-        [1, 0, 0, 0, 0, 0],
-        [1, 1, 0, 0, 0, 0],
-        [1, 1, 1, 0, 0, 0],
-        [1, 1, 1, 1, 0, 0],
-        [0, 0, 1, 1, 1, 0],
-        [0, 0, 1, 1, 1, 1],
-    ], dtype=torch.bool)
-    bidir = torch.tensor([
-        [1, 1, 0, 0, 0, 0],
-        [1, 1, 0, 0, 0, 0],
-        [1, 1, 1, 1, 0, 0],
-        [1, 1, 1, 1, 0, 0],
-        [0, 0, 1, 1, 1, 1],
-        [0, 0, 1, 1, 1, 1],
-    ], dtype=torch.bool)
+    local = torch.tensor(
+        [
+            [1, 0, 0, 0, 0, 0],
+            [1, 1, 0, 0, 0, 0],
+            [1, 1, 1, 0, 0, 0],
+            [1, 1, 1, 1, 0, 0],
+            [0, 0, 1, 1, 1, 0],
+            [0, 0, 1, 1, 1, 1],
+        ],
+        dtype=torch.bool,
+    )
+    bidir = torch.tensor(
+        [
+            [1, 1, 0, 0, 0, 0],
+            [1, 1, 0, 0, 0, 0],
+            [1, 1, 1, 1, 0, 0],
+            [1, 1, 1, 1, 0, 0],
+            [0, 0, 1, 1, 1, 1],
+            [0, 0, 1, 1, 1, 1],
+        ],
+        dtype=torch.bool,
+    )
     causal = torch.ones(6, 6, dtype=torch.bool).tril()
     window = causal & ~torch.ones(6, 6, dtype=torch.bool).tril(-3)
     assert torch.equal(frame_mask(6, "local", chunk=2), local)
@@ -68,8 +76,20 @@ def test_blocked_under_small_score_budget(mode, monkeypatch):
     """Splitting the work into many groups / query blocks (tiny memory budget) changes nothing."""
     q, k, v = _qkv(23, S=2)
     ref = frame_attention_dense(q, k, v, mode, 3, 6)
+    calls = []
+    real = attention.F.scaled_dot_product_attention
+
+    def counting(*a, **kw):
+        calls.append(1)
+        return real(*a, **kw)
+
+    monkeypatch.setattr(attention.F, "scaled_dot_product_attention", counting)
+    frame_attention(q, k, v, mode, 3, 6)
+    default_calls = len(calls)
     monkeypatch.setattr(attention, "_SCORE_BUDGET", 1)
+    calls.clear()
     out = frame_attention(q, k, v, mode, 3, 6)
+    assert len(calls) > default_calls, "the small budget did not split the work"
     assert (out - ref).abs().max().item() <= TOL
 
 
@@ -88,6 +108,7 @@ def test_local_cost_is_linear_in_frames(monkeypatch):
         sizes.clear()
         frame_attention(*_qkv(T, B=1, S=2), "local", 5)
         totals.append(sum(sizes))
+    assert totals[0] > 0, "no attention scores were computed through SDPA"
     assert totals[1] == 2 * totals[0] and totals[2] == 2 * totals[1]
 
 
@@ -106,8 +127,10 @@ def test_rope_scores_depend_only_on_frame_offset():
     """After RoPE, q.k between frames (t, s) equals that between (t + 1000, s + 1000)."""
     gen = torch.Generator().manual_seed(0)
     q, k = torch.randn(2, 1, 1, 1, 1, 8, generator=gen).unbind(0)
+
     def score(tq, tk):
         return (rope_rotate(q, torch.tensor([tq])) * rope_rotate(k, torch.tensor([tk]))).sum().item()
+
     assert abs(score(7, 3) - score(1007, 1003)) < 1e-3
     assert abs(score(7, 3) - score(7, 5)) > 1e-3
 

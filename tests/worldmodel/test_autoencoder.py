@@ -1,5 +1,8 @@
+"""Tests for the autoencoder (stage 1) and its training job worldmodel.train_autoencoder."""
 import dataclasses
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -243,3 +246,68 @@ def test_utils_config_diff_atomic_save_and_strip(tmp_path):
     strip = image_strip(real, real * 0.5)
     assert strip.shape == (3 * 64 + 2 * 2, 3 * 64 + 2 * 2, 3) and strip.dtype == np.uint8
     assert np.array_equal(strip[:64, :64], _frames(1)[0])
+
+
+def test_an_existing_checkpoint_is_not_overwritten_without_resume(synthetic_episodes, tmp_path, capsys):
+    """Like worldmodel.train, stage 1 refuses to overwrite OUT/autoencoder.pt unless asked to resume it."""
+    train, test = _split(synthetic_episodes(n=2, steps=8))
+    cfg = autoencoder_config("tiny")
+    train_autoencoder(cfg, train, test, tmp_path / "ae", steps=2, batch_size=2, device="cpu", log=False)
+    before = (tmp_path / "ae" / "autoencoder.pt").read_bytes()
+    with pytest.raises(FileExistsError, match="autoencoder.pt exists: pass --resume"):
+        train_autoencoder(cfg, train, test, tmp_path / "ae", steps=3, batch_size=2, device="cpu", log=False)
+    eps = synthetic_episodes(n=3, steps=8, folder="cli")
+    args = ["--preset", "tiny", "--episodes", str(eps), "--out", str(tmp_path / "ae"), "--steps", "3"]
+    assert main(args) == 2
+    assert "pass --resume" in capsys.readouterr().err
+    assert (tmp_path / "ae" / "autoencoder.pt").read_bytes() == before
+
+
+@pytest.mark.parametrize("args, named", [(["--threads", "0"], "--threads=0"), (["--steps", "0"], "--steps=0"),
+                                         (["--batch-size", "-1"], "--batch-size=-1"), (["--lr", "0"], "--lr 0"),
+                                         (["--test-fraction", "1"], "--test-fraction 1")])
+def test_cli_refuses_bad_arguments_before_any_work(args, named, synthetic_episodes, tmp_path, capsys, monkeypatch):
+    """A bad argument exits with status 2 and a message naming it, before anything is written."""
+    monkeypatch.setenv("COLUMNS", "250")
+    eps = synthetic_episodes(n=2, steps=8)
+    with pytest.raises(SystemExit) as e:
+        main(["--preset", "tiny", "--episodes", str(eps), "--out", str(tmp_path / "o"), *args])
+    assert e.value.code == 2
+    assert named in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_cli_names_an_episode_of_the_wrong_frame_size(synthetic_episodes, tmp_path, capsys):
+    """A 32-px episode is refused before training, naming the file and the 64x64 frames expected."""
+    eps = synthetic_episodes(n=3, steps=8)
+    small = eps / "ep_00002.npz"
+    with np.load(small) as f:
+        data = {k: f[k] for k in f.files}
+    data["image"] = np.ascontiguousarray(data["image"][:, ::2, ::2])
+    np.savez_compressed(small, **data)
+    assert main(["--preset", "tiny", "--episodes", str(eps), "--out", str(tmp_path / "o")]) == 2
+    assert "ep_00002.npz: frames are 32x32x3, the autoencoder expects 64x64x3" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_cli_locks_its_folder_and_records_the_split(synthetic_episodes, tmp_path, capsys):
+    """A second job on a locked folder is refused naming the holder; a run records its split in OUT/split.json."""
+    eps = synthetic_episodes(n=3, steps=8)
+    out = tmp_path / "o"
+    out.mkdir()
+    hold = ("import sys, time\nfrom envs.fileio import RunLock\nRunLock(sys.argv[1], what='training').acquire()\n"
+            "print('held', flush=True)\ntime.sleep(120)\n")
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(out)], stdout=subprocess.PIPE, text=True)
+    args = ["--preset", "tiny", "--episodes", str(eps), "--out", str(out), "--steps", "2", "--batch-size", "2",
+            "--device", "cpu"]
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert main(args) == 2
+        assert str(holder.pid) in capsys.readouterr().err
+        assert not (out / "autoencoder.pt").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    assert main(args) == 0
+    split = json.loads((out / "split.json").read_text())
+    assert sorted([*split["train"], *split["test"]]) == [f"ep_{i:05d}.npz" for i in range(3)]

@@ -1,3 +1,4 @@
+"""Tests for worldmodel.backbone: parities (chunked == sequential, streaming == parallel), variants, configs."""
 import dataclasses
 import json
 
@@ -5,6 +6,7 @@ import pytest
 import torch
 
 from worldmodel.backbone import (
+    NOISE_LEVEL_SCALE,
     VARIANTS,
     Backbone,
     BackboneConfig,
@@ -13,6 +15,7 @@ from worldmodel.backbone import (
     count_config_parameters,
     count_parameters,
 )
+from worldmodel.backbone import _timestep_embedding as timestep_embedding
 from worldmodel.mamba2 import Mamba2Config
 from worldmodel.state import map_state, state_nbytes
 
@@ -309,3 +312,15 @@ def test_bad_inputs_raise_clear_errors():
         m.step(x, a[:, 0], n[:, 0], m.init_state(2))
     with pytest.raises(ValueError, match="the state holds 3 streams"):
         m.step(x[:, 0], a[:, 0], n[:, 0], m.init_state(3))
+
+
+def test_noise_level_scale_separates_nearby_noise_levels():
+    """Scaled by NOISE_LEVEL_SCALE, noise levels 0.10 and 0.11 embed apart; unscaled they would nearly coincide."""
+    t = torch.tensor([0.10, 0.11])
+    unscaled = timestep_embedding(t, 256)
+    scaled = timestep_embedding(NOISE_LEVEL_SCALE * t, 256)
+    similarity = torch.nn.functional.cosine_similarity
+    print("cosine similarity unscaled", float(similarity(*unscaled, dim=0)),
+          "scaled", float(similarity(*scaled, dim=0)))
+    assert similarity(*unscaled, dim=0) > 0.9999
+    assert similarity(*scaled, dim=0) < 0.8

@@ -1,3 +1,5 @@
+"""worldmodel.mamba2: the parallel forward against recurrent steps and pieces, purity, causality, config errors."""
+
 import pytest
 import torch
 
@@ -52,14 +54,17 @@ def test_step_does_not_modify_state_and_output_depends_on_history():
     """step is pure; one token after two different histories gives two outputs (the block has memory)."""
     m = _block()
     s0 = m.init_state(1)
+    s0_snapshot = {k: v.clone() for k, v in s0.items()}
     _, s_a = m(torch.randn(1, 5, 16))
     _, s_b = m(torch.randn(1, 5, 16))
     snapshot = {k: v.clone() for k, v in s_a.items()}
     u = torch.randn(1, 16)
     y_a, _ = m.step(u, s_a)
     y_b, _ = m.step(u, s_b)
-    m.step(u, s0)
+    y_0, s_1 = m.step(u, s0)
     assert all(torch.equal(snapshot[k], s_a[k]) for k in s_a)
+    assert all(torch.equal(s0_snapshot[k], s0[k]) for k in s0)
+    assert not torch.equal(s_1["ssm"], s0["ssm"])  # the new state is a different tensor with the token written
     assert (y_a - y_b).abs().max() > 1e-4
 
 

@@ -1,4 +1,8 @@
+"""worldmodel.metrics: PSNR and SSIM against known answers and a loop reference; LPIPS only from local weights."""
+
+import importlib.util
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -23,7 +27,7 @@ def _ssim_reference(x, y, data_range=1.0, size=11, sigma=1.5, k1=0.01, k2=0.03):
     for ch in range(x.shape[0]):
         for i in range(x.shape[1] - size + 1):
             for j in range(x.shape[2] - size + 1):
-                px, py = x[ch, i: i + size, j: j + size], y[ch, i: i + size, j: j + size]
+                px, py = x[ch, i : i + size, j : j + size], y[ch, i : i + size, j : j + size]
                 mx, my = (win * px).sum(), (win * py).sum()
                 vx = (win * (px - mx) ** 2).sum()
                 vy = (win * (py - my) ** 2).sum()
@@ -79,13 +83,14 @@ def test_ssim_constant_images_closed_form():
 
 
 def test_ssim_symmetric_and_decreases_with_noise():
-    """SSIM(a, b) == SSIM(b, a), and more noise gives a lower SSIM."""
+    """SSIM(a, b) == SSIM(b, a), and more noise gives a strictly lower SSIM."""
     a = _images(b=1, h=32, w=32, seed=3)
     # a smooth image so noise clearly hurts structure
     a = torch.nn.functional.avg_pool2d(a, 5, stride=1, padding=2)
     noise = torch.randn(a.shape, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
     scores = [ssim(a, (a + s * noise).clamp(0, 1)).item() for s in (0.0, 0.02, 0.05, 0.1, 0.3)]
-    assert scores == sorted(scores, reverse=True) and scores[0] == pytest.approx(1.0)
+    assert all(hi > lo for hi, lo in zip(scores, scores[1:])), scores
+    assert scores[0] == pytest.approx(1.0) and scores[-1] < 0.5
     b = (a + 0.1 * noise).clamp(0, 1)
     assert ssim(a, b).item() == pytest.approx(ssim(b, a).item(), abs=1e-12)
 
@@ -121,3 +126,33 @@ def test_lpips_unavailable_without_local_weights(monkeypatch, tmp_path):
     finally:
         metrics.lpips_available.cache_clear()
         metrics._lpips_model.cache_clear()
+
+
+def test_lpips_weight_files_need_both_files_on_disk(monkeypatch, tmp_path):
+    """The weight lookup (package present, as faked here) finds LPIPS's linear layers beside the package and the
+    backbone in the torch hub cache, and answers None as soon as either is missing."""
+    pkg = tmp_path / "site" / "lpips"
+    lin = pkg / "weights" / "v0.1" / "alex.pth"
+    hub = tmp_path / "hub"
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: (
+            SimpleNamespace(origin=str(pkg / "__init__.py")) if name == "lpips" else real_find_spec(name, *a)
+        ),
+    )
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(hub))
+    assert metrics._lpips_weight_files() is None  # neither file
+    lin.parent.mkdir(parents=True)
+    lin.write_bytes(b"")
+    assert metrics._lpips_weight_files() is None  # linear layers only
+    (hub / "checkpoints").mkdir(parents=True)
+    backbone = hub / "checkpoints" / "alexnet-owt-7be5be79.pth"
+    backbone.write_bytes(b"")
+    (hub / "checkpoints" / "vgg16-397923af.pth").write_bytes(b"")  # another backbone: not alex's
+    assert metrics._lpips_weight_files() == (lin, backbone)
+    lin.unlink()
+    assert metrics._lpips_weight_files() is None  # backbone only
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
+    assert metrics._lpips_weight_files() is None  # package not installed
