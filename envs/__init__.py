@@ -8,6 +8,7 @@ e.g. ``gymnasium.make("longdream/MemoryMaze-9x9-ExtraObs-v0")`` after ``import e
 
     gymnasium.make("longdream/Dream-v0", checkpoint="runs/demo/checkpoint.pt", episodes="data/episodes/mm9")
 """
+
 import os
 
 os.environ.setdefault("MUJOCO_GL", "egl")
@@ -49,5 +50,9 @@ if "longdream/Dream-v0" not in _gym.registry:
     # No passive env checker: Gymnasium's (1.x) marks its first reset/step as checked before the call, so after
     # a first reset that raised (e.g. a bad option) every later step() died in the checker with a TypeError
     # instead of the env's own messages. The env passes Gymnasium's and SB3's full check_env in the tests.
-    _gym.register(id="longdream/Dream-v0", entry_point="envs.dream:DreamEnv",
-                  vector_entry_point="envs.dream_vector:DreamVectorEnv", disable_env_checker=True)
+    _gym.register(
+        id="longdream/Dream-v0",
+        entry_point="envs.dream:DreamEnv",
+        vector_entry_point="envs.dream_vector:DreamVectorEnv",
+        disable_env_checker=True,
+    )

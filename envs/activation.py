@@ -19,6 +19,7 @@ the loop (the reference the tests compare against), and :class:`FastTargetSphere
 whose ``_update_activation`` uses :func:`fast_hit`. :func:`apply_fast_activation` swaps the class of the
 targets of a built Memory Maze task in place; :func:`restore_stock_activation` swaps them back.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable

@@ -21,6 +21,7 @@
 in ``info`` (Gymnasium's ``module:id`` form imports the module first; the tests collect from a fake env so).
 The episode layout and alignment are described in :mod:`envs.episodes`.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -52,8 +53,17 @@ from envs.fileio import RunLock, RunLockedError, atomic_write_json, clean_stale_
 from envs.memory_maze import STATE_KEYS, RenderingError  # noqa: E402
 from envs.policies import POLICIES, make_policy  # noqa: E402
 
-__all__ = ["CollectArgs", "CollectConfig", "Stopped", "check_config", "collect", "collect_episode", "episode_path",
-           "main", "make_env"]
+__all__ = [
+    "CollectArgs",
+    "CollectConfig",
+    "Stopped",
+    "check_config",
+    "collect",
+    "collect_episode",
+    "episode_path",
+    "main",
+    "make_env",
+]
 
 MANIFEST = "manifest.json"
 FORMAT = "longdream-episodes/1 (Memory Maze offline-dataset keys; action[t] led into image[t], action[0]=0)"
@@ -121,9 +131,11 @@ def _spec(env_id: str) -> gymnasium.envs.registration.EnvSpec:
     """The registered spec of ``env_id`` (``module:id`` imports ``module`` first), or a ValueError naming it."""
     module, _, name = env_id.rpartition(":")
     if not module and not name.startswith("longdream/MemoryMaze-"):
-        raise ValueError(f"--env {env_id!r}: expected a longdream/MemoryMaze-* id, e.g. "
-                         f"longdream/MemoryMaze-9x9-ExtraObs-v0 (see envs.MEMORY_MAZE_IDS), or module:id of an env "
-                         f"that reports Memory Maze's state keys in info")
+        raise ValueError(
+            f"--env {env_id!r}: expected a longdream/MemoryMaze-* id, e.g. "
+            f"longdream/MemoryMaze-9x9-ExtraObs-v0 (see envs.MEMORY_MAZE_IDS), or module:id of an env "
+            f"that reports Memory Maze's state keys in info"
+        )
     try:
         if module:
             importlib.import_module(module)
@@ -148,8 +160,10 @@ def collect_episode(env, policy, seed: int, steps: int) -> dict[str, np.ndarray]
     missing = [k for k in STATE_KEYS if k not in info]
     if missing:
         name = env.spec.id if env.spec is not None else type(env.unwrapped).__name__
-        raise ValueError(f"env {name}: reset() info lacks {', '.join(missing)} (collection records Memory "
-                         f"Maze's state keys {', '.join(STATE_KEYS)})")
+        raise ValueError(
+            f"env {name}: reset() info lacks {', '.join(missing)} (collection records Memory "
+            f"Maze's state keys {', '.join(STATE_KEYS)})"
+        )
     policy.reset(info, np.random.default_rng([int(seed), 1]))
     n_actions = int(env.action_space.n)
     frames = [env.unwrapped.render()]
@@ -181,8 +195,9 @@ def _int_in(flag: str, value, low: int, high: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise ValueError(f"{flag} {value!r}: expected an integer")
     if value < low or (high is not None and value > high):
-        raise ValueError(f"{flag} {value}: expected {low}..{high}" if high is not None else
-                         f"{flag} {value}: expected >= {low}")
+        raise ValueError(
+            f"{flag} {value}: expected {low}..{high}" if high is not None else f"{flag} {value}: expected >= {low}"
+        )
     return int(value)
 
 
@@ -301,8 +316,10 @@ def _check_manifest(out: Path, settings: dict) -> dict | None:
     diff = {k: (old.get(k), settings[k]) for k in _SETTINGS if old.get(k) != settings[k]}
     if diff:
         listing = ", ".join(f"{k}: folder has {a!r}, command has {b!r}" for k, (a, b) in diff.items())
-        raise ValueError(f"{out} holds a different collection ({listing}); use a new --out to collect these "
-                         f"settings, or repeat the original command to resume")
+        raise ValueError(
+            f"{out} holds a different collection ({listing}); use a new --out to collect these "
+            f"settings, or repeat the original command to resume"
+        )
     return old
 
 
@@ -362,12 +379,20 @@ def collect(cfg: CollectConfig, progress: bool = True) -> dict:
 
 
 def _collect_missing(cfg: CollectConfig, steps: int, out: Path, todo: list[int], progress: bool) -> dict:
-    summary = {"out": str(out), "requested": cfg.episodes, "skipped": cfg.episodes - len(todo),
-               "collected": 0, "steps": 0, "seconds": 0.0, "return_mean": None}
+    summary = {
+        "out": str(out),
+        "requested": cfg.episodes,
+        "skipped": cfg.episodes - len(todo),
+        "collected": 0,
+        "steps": 0,
+        "seconds": 0.0,
+        "return_mean": None,
+    }
     if not todo:
         return summary
-    bar = tqdm(total=len(todo), unit="ep", desc=f"collect {cfg.env.split('/')[-1]}", disable=not progress,
-               dynamic_ncols=True)
+    bar = tqdm(
+        total=len(todo), unit="ep", desc=f"collect {cfg.env.split('/')[-1]}", disable=not progress, dynamic_ncols=True
+    )
     t0 = time.perf_counter()
     returns = []
 
@@ -389,8 +414,9 @@ def _collect_missing(cfg: CollectConfig, steps: int, out: Path, todo: list[int],
             finally:
                 _close_worker_env()
         else:
-            pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
-                                       initializer=_init_worker, initargs=(os.getpid(),))
+            pool = ProcessPoolExecutor(
+                max_workers=workers, mp_context=get_context("spawn"), initializer=_init_worker, initargs=(os.getpid(),)
+            )
             try:
                 pending = {pool.submit(_worker_episode, cfg, steps, i) for i in todo}
                 while pending:
@@ -416,9 +442,13 @@ def _raise_stopped(signum, frame):
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m envs.collect``: parse the options, collect, print a summary; returns the exit code."""
-    args = tyro.cli(CollectArgs, args=argv, prog="python -m envs.collect",
-                    description="Collect real Memory Maze episodes (one .npz per episode, official offline-dataset "
-                                "keys) with N worker processes. Re-running the same command resumes.")
+    args = tyro.cli(
+        CollectArgs,
+        args=argv,
+        prog="python -m envs.collect",
+        description="Collect real Memory Maze episodes (one .npz per episode, official offline-dataset "
+        "keys) with N worker processes. Re-running the same command resumes.",
+    )
     stop = "re-run the same command to resume (finished episodes are kept)"
     previous = signal.signal(signal.SIGTERM, _raise_stopped)
     try:
@@ -438,8 +468,10 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         signal.signal(signal.SIGTERM, previous)
     rate = summary["steps"] / summary["seconds"] if summary["seconds"] else 0.0
-    print(f"{summary['out']}: collected {summary['collected']}, skipped {summary['skipped']} already done "
-          f"({summary['steps']} steps in {summary['seconds']:.1f} s, {rate:.0f} steps/s)")
+    print(
+        f"{summary['out']}: collected {summary['collected']}, skipped {summary['skipped']} already done "
+        f"({summary['steps']} steps in {summary['seconds']:.1f} s, {rate:.0f} steps/s)"
+    )
     return 0
 
 

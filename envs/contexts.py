@@ -9,6 +9,7 @@ the user passes in instead.
 
 Axis legend: Tc context frames, H x W x 3 frames (uint8).
 """
+
 from __future__ import annotations
 
 import collections
@@ -46,14 +47,18 @@ def check_user_context(frames, actions, obs_shape, num_actions: int, need: int) 
     frames = np.asarray(frames)
     actions = np.asarray(actions)
     if frames.dtype != np.uint8 or frames.ndim != 4 or tuple(frames.shape[1:]) != tuple(obs_shape):
-        raise ValueError(f"options['frames'] must be uint8 (Tc, {', '.join(map(str, obs_shape))}), "
-                         f"got {frames.dtype} {frames.shape}")
+        raise ValueError(
+            f"options['frames'] must be uint8 (Tc, {', '.join(map(str, obs_shape))}), got {frames.dtype} {frames.shape}"
+        )
     if actions.ndim != 1 or len(actions) != len(frames) or not np.issubdtype(actions.dtype, np.integer):
-        raise ValueError(f"options['actions'] must be integers of shape ({len(frames)},) (one per frame: the "
-                         f"action that led into it), got {actions.dtype} {actions.shape}")
+        raise ValueError(
+            f"options['actions'] must be integers of shape ({len(frames)},) (one per frame: the "
+            f"action that led into it), got {actions.dtype} {actions.shape}"
+        )
     if len(actions) and (actions.min() < 0 or actions.max() >= num_actions):
-        raise ValueError(f"options['actions'] must lie in [0, {num_actions}), got values in "
-                         f"[{actions.min()}, {actions.max()}]")
+        raise ValueError(
+            f"options['actions'] must lie in [0, {num_actions}), got values in [{actions.min()}, {actions.max()}]"
+        )
     check_context_length(len(frames), need, "options['frames']")
     return frames, actions.astype(np.int64)
 
@@ -70,18 +75,21 @@ class ContextSampler:
         cache_size: decoded episodes kept in memory (least recently used dropped first).
     """
 
-    def __init__(self, episodes, obs_shape, num_actions: int, source: str, skip_bad: bool = False,
-                 cache_size: int = 32):
+    def __init__(
+        self, episodes, obs_shape, num_actions: int, source: str, skip_bad: bool = False, cache_size: int = 32
+    ):
         if episodes is None:
-            raise ValueError("episodes=DIR is required: a folder of real episode files to take contexts from "
-                             "(or pass options={'frames': ..., 'actions': ...} to every reset)")
+            raise ValueError(
+                "episodes=DIR is required: a folder of real episode files to take contexts from "
+                "(or pass options={'frames': ..., 'actions': ...} to every reset)"
+            )
         folder = Path(os.fspath(episodes))
         if not folder.is_dir():
             raise FileNotFoundError(f"episode folder not found: {folder}")
-        self.store = EpisodeStore(folder, skip_bad=skip_bad)   # header checks: names a bad file, or skips it
+        self.store = EpisodeStore(folder, skip_bad=skip_bad)  # header checks: names a bad file, or skips it
         self.folder = folder
         self.paths = list(self.store.paths)
-        self.lengths = np.asarray(self.store.lengths, dtype=np.int64)   # frames per episode (T+1)
+        self.lengths = np.asarray(self.store.lengths, dtype=np.int64)  # frames per episode (T+1)
         self.windows = WindowSampler(self.lengths, self.paths)
         self.obs_shape = tuple(obs_shape)
         self.num_actions = int(num_actions)
@@ -104,7 +112,8 @@ class ContextSampler:
                 f"checkpoint {self.source} was trained for observation space "
                 f"{spaces.Box(0, 255, self.obs_shape, np.uint8)} and action space "
                 f"{spaces.Discrete(self.num_actions)}, but episode {self.paths[index]} has observation space "
-                f"{obs} and action space {got}")
+                f"{obs} and action space {got}"
+            )
 
     def episode(self, index: int) -> tuple[np.ndarray, np.ndarray] | None:
         """(frames uint8 (T+1, H, W, 3), actions int64 (T+1,)) of episode ``index``, fully validated; None if
@@ -127,8 +136,10 @@ class ContextSampler:
         """An episode given as an index or a path (absolute, or a file name in the folder) -> its index."""
         if isinstance(episode, (int, np.integer)) and not isinstance(episode, (bool, np.bool_)):
             if not 0 <= int(episode) < len(self.paths):
-                raise ValueError(f"options['episode']={int(episode)} is out of range: {self.folder} holds "
-                                 f"{len(self.paths)} episodes (0..{len(self.paths) - 1})")
+                raise ValueError(
+                    f"options['episode']={int(episode)} is out of range: {self.folder} holds "
+                    f"{len(self.paths)} episodes (0..{len(self.paths) - 1})"
+                )
             return int(episode)
         if not isinstance(episode, (str, os.PathLike)):
             raise ValueError(f"options['episode']={episode!r}: expected an episode index (int) or a file path")
@@ -142,22 +153,25 @@ class ContextSampler:
         """frames (Tc, H, W, 3), actions (Tc,) of episode ``index`` from frame ``start`` (a bad file raises)."""
         n = int(self.lengths[index])
         if length > n:
-            raise ValueError(f"episode {self.paths[index]} has {n} frames, fewer than the {length} context "
-                             f"frames asked for")
+            raise ValueError(
+                f"episode {self.paths[index]} has {n} frames, fewer than the {length} context frames asked for"
+            )
         if not 0 <= start <= n - length:
-            raise ValueError(f"options['start']={start} is out of range for episode {self.paths[index]}: "
-                             f"{n} frames and a {length}-frame context allow starts 0..{n - length}")
+            raise ValueError(
+                f"options['start']={start} is out of range for episode {self.paths[index]}: "
+                f"{n} frames and a {length}-frame context allow starts 0..{n - length}"
+            )
         ep = self.episode(index)
         if ep is None:
             bad = dict(self.store.bad)[self.paths[index]]
             raise EpisodeError(self.paths[index], bad)
         frames, actions = ep
-        return frames[start: start + length], actions[start: start + length]
+        return frames[start : start + length], actions[start : start + length]
 
     def sample(self, rng: np.random.Generator, length: int) -> tuple[int, int]:
         """A random (episode index, start) with a full ``length``-frame window of a VALID episode, uniform over
         windows; a bad file met on the way is raised (or, with ``skip_bad``, reported and another drawn)."""
         while True:
-            index, start = self.windows.sample(length, 1, rng)[0]   # ValueError when no episode is long enough
+            index, start = self.windows.sample(length, 1, rng)[0]  # ValueError when no episode is long enough
             if self.episode(index) is not None:
                 return index, start

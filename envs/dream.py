@@ -22,6 +22,7 @@ Generator of the dream's noise, so the same seed, context and actions give the s
 
 Axis legend: Tc context frames, H x W x 3 frames (uint8).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -67,15 +68,31 @@ class DreamEnv(gymnasium.Env):
     metadata = {"render_modes": ["rgb_array"], "render_fps": 4}
 
     def __init__(
-        self, checkpoint=None, episodes=None, context_frames: int | None = None,
-        max_episode_steps: int = DEFAULT_MAX_EPISODE_STEPS, device: str = "auto",
-        render_mode: str | None = "rgb_array", observation_space: spaces.Space | None = None,
-        action_space: spaces.Space | None = None, precision: str = "fp32", skip_bad: bool = False,
+        self,
+        checkpoint=None,
+        episodes=None,
+        context_frames: int | None = None,
+        max_episode_steps: int = DEFAULT_MAX_EPISODE_STEPS,
+        device: str = "auto",
+        render_mode: str | None = "rgb_array",
+        observation_space: spaces.Space | None = None,
+        action_space: spaces.Space | None = None,
+        precision: str = "fp32",
+        skip_bad: bool = False,
     ):
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode={render_mode!r}: DreamEnv supports {self.metadata['render_modes']}")
-        self.core = DreamCore(checkpoint, episodes, context_frames, max_episode_steps, device, precision,
-                              observation_space, action_space, skip_bad)
+        self.core = DreamCore(
+            checkpoint,
+            episodes,
+            context_frames,
+            max_episode_steps,
+            device,
+            precision,
+            observation_space,
+            action_space,
+            skip_bad,
+        )
         self.observation_space, self.action_space = self.core.observation_space, self.core.action_space
         self.render_mode = render_mode
         self._dream = None
@@ -110,18 +127,23 @@ class DreamEnv(gymnasium.Env):
     def _context(self, options: dict):
         unknown = set(options) - set(_RESET_OPTIONS)
         if unknown:
-            raise ValueError(f"unknown reset option(s) {sorted(unknown)}; known: episode, start, "
-                             f"context_frames (a real window) or frames, actions (a context of your own)")
+            raise ValueError(
+                f"unknown reset option(s) {sorted(unknown)}; known: episode, start, "
+                f"context_frames (a real window) or frames, actions (a context of your own)"
+            )
         core = self.core
         if "frames" in options or "actions" in options:
             if "frames" not in options or "actions" not in options:
                 raise ValueError("options must give both 'frames' (Tc, H, W, 3) uint8 and 'actions' (Tc,)")
             if {"episode", "start", "context_frames"} & set(options):
-                raise ValueError("options: give either frames/actions or episode/start/context_frames, "
-                                 "not both")
-            frames, actions = check_user_context(options["frames"], options["actions"],
-                                                 self.observation_space.shape, self.action_space.n,
-                                                 core.min_context_frames)
+                raise ValueError("options: give either frames/actions or episode/start/context_frames, not both")
+            frames, actions = check_user_context(
+                options["frames"],
+                options["actions"],
+                self.observation_space.shape,
+                self.action_space.n,
+                core.min_context_frames,
+            )
             return frames, actions, "user"
         length = exact_int(options.get("context_frames", core.context_frames), "options['context_frames']")
         check_context_length(length, core.min_context_frames, f"options['context_frames']={length}")
@@ -131,8 +153,10 @@ class DreamEnv(gymnasium.Env):
             f, a, sources = core.sample_contexts(self.np_random, 1, length)
             return f[0], a[0], sources[0]
         if core.contexts is None:
-            raise ValueError("this DreamEnv has no episodes folder: pass episodes=DIR at construction, or "
-                             "options={'frames': ..., 'actions': ...} to reset")
+            raise ValueError(
+                "this DreamEnv has no episodes folder: pass episodes=DIR at construction, or "
+                "options={'frames': ..., 'actions': ...} to reset"
+            )
         index = core.contexts.index_of(options["episode"])
         if "start" in options:
             start = exact_int(options["start"], "options['start']")
@@ -157,7 +181,8 @@ class DreamEnv(gymnasium.Env):
         if self._t >= self.core.max_episode_steps:
             raise ResetNeeded(
                 f"DreamEnv: the episode ended (truncated at max_episode_steps={self.core.max_episode_steps}); "
-                f"call reset()")
+                f"call reset()"
+            )
         a = check_action(action, int(self.action_space.n))
         frames, rewards, self._dream = self.core.imagine(self._dream, np.array([a], dtype=np.int64))
         self._frame = frames[0]

@@ -11,6 +11,7 @@
 
 Axis legend: N dreams, K dreams being (re)warmed, Tc context frames, H x W x 3 frames (uint8).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -38,7 +39,7 @@ __all__ = [
     "torch_generator",
 ]
 
-DEFAULT_CONTEXT_FRAMES = 16       # real frames a dream is warmed on, unless the user or the model wants more
+DEFAULT_CONTEXT_FRAMES = 16  # real frames a dream is warmed on, unless the user or the model wants more
 DEFAULT_MAX_EPISODE_STEPS = 1000  # imagined frames per episode (Memory Maze 9x9's real time limit)
 PRECISIONS = ("fp32", "bf16")
 
@@ -67,8 +68,9 @@ def check_actions(actions, num_envs: int, n: int) -> np.ndarray:
     """Batched `check_action`: a ValueError unless integers of shape (num_envs,) in [0, n)."""
     arr = np.asarray(actions)
     if arr.shape != (num_envs,) or not np.issubdtype(arr.dtype, np.integer):
-        raise ValueError(f"actions={actions!r}: expected integers in [0, {n}) of shape ({num_envs},), "
-                         f"got {arr.dtype} {arr.shape}")
+        raise ValueError(
+            f"actions={actions!r}: expected integers in [0, {n}) of shape ({num_envs},), got {arr.dtype} {arr.shape}"
+        )
     bad = np.flatnonzero((arr < 0) | (arr >= n))
     if len(bad):
         raise ValueError(f"actions[{int(bad[0])}]={int(arr[bad[0]])}: expected integers in [0, {n})")
@@ -122,7 +124,8 @@ def _check_spaces(model_obs, model_act, source: str, obs=None, act=None) -> None
         raise ValueError(
             f"checkpoint {source} was trained for observation space {model_obs} and action space "
             f"{model_act}, but the env it is asked to stand in for has observation space "
-            f"{obs if obs is not None else model_obs} and action space {act if act is not None else model_act}")
+            f"{obs if obs is not None else model_obs} and action space {act if act is not None else model_act}"
+        )
 
 
 class DreamCore:
@@ -139,10 +142,18 @@ class DreamCore:
         skip_bad: leave bad episode files out (reported, with a warning) instead of raising.
     """
 
-    def __init__(self, checkpoint, episodes=None, context_frames: int | None = None,
-                 max_episode_steps: int = DEFAULT_MAX_EPISODE_STEPS, device: str = "auto",
-                 precision: str = "fp32", observation_space: spaces.Space | None = None,
-                 action_space: spaces.Space | None = None, skip_bad: bool = False):
+    def __init__(
+        self,
+        checkpoint,
+        episodes=None,
+        context_frames: int | None = None,
+        max_episode_steps: int = DEFAULT_MAX_EPISODE_STEPS,
+        device: str = "auto",
+        precision: str = "fp32",
+        observation_space: spaces.Space | None = None,
+        action_space: spaces.Space | None = None,
+        skip_bad: bool = False,
+    ):
         # 3. (checked first: no model is loaded for a bad argument)
         self.max_episode_steps = exact_int(max_episode_steps, "max_episode_steps", minimum=1)
         if context_frames is not None:
@@ -158,18 +169,26 @@ class DreamCore:
         _check_spaces(self.observation_space, self.action_space, self.source, observation_space, action_space)
         # 3.
         self.min_context_frames = int(cfg.min_context_frames)
-        self.context_frames = (context_frames if context_frames is not None
-                               else max(self.min_context_frames, DEFAULT_CONTEXT_FRAMES))
+        self.context_frames = (
+            context_frames if context_frames is not None else max(self.min_context_frames, DEFAULT_CONTEXT_FRAMES)
+        )
         check_context_length(self.context_frames, self.min_context_frames, f"context_frames={self.context_frames}")
         # 4.
-        self.contexts = None if episodes is None else ContextSampler(
-            episodes, self.observation_space.shape, self.action_space.n, self.source, skip_bad=skip_bad)
+        self.contexts = (
+            None
+            if episodes is None
+            else ContextSampler(
+                episodes, self.observation_space.shape, self.action_space.n, self.source, skip_bad=skip_bad
+            )
+        )
 
     def sample_contexts(self, rng: np.random.Generator, k: int, length: int | None = None):
         """K random real contexts: frames (K, Tc, H, W, 3), actions (K, Tc), sources [{"episode", "start"}]."""
         if self.contexts is None:
-            raise ValueError("this dream env has no episodes folder: pass episodes=DIR at construction, or "
-                             "options={'frames': ..., 'actions': ...} to reset")
+            raise ValueError(
+                "this dream env has no episodes folder: pass episodes=DIR at construction, or "
+                "options={'frames': ..., 'actions': ...} to reset"
+            )
         length = self.context_frames if length is None else length
         frames, actions, sources = [], [], []
         for _ in range(k):
@@ -183,8 +202,11 @@ class DreamCore:
     def warm(self, frames: np.ndarray, actions: np.ndarray, generator: torch.Generator) -> DreamState:
         """K dreams warmed on real contexts: frames uint8 (K, Tc, H, W, 3), actions int64 (K, Tc)."""
         with self.amp():
-            return self.model.start(torch.from_numpy(np.ascontiguousarray(frames)),
-                                    torch.from_numpy(np.ascontiguousarray(actions)), generator=generator)
+            return self.model.start(
+                torch.from_numpy(np.ascontiguousarray(frames)),
+                torch.from_numpy(np.ascontiguousarray(actions)),
+                generator=generator,
+            )
 
     def imagine(self, dream: DreamState, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, DreamState]:
         """One imagined frame per dream: actions int64 (N,) -> frames uint8 (N, H, W, 3), rewards float64 (N,),

@@ -14,6 +14,7 @@ dreaming untouched. SAME_STEP is what stable-baselines3 expects (`terminal_obser
 
 Axis legend: N slots (parallel dreams), K slots being (re)warmed, Tc context frames, H x W x 3 frames (uint8).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -56,20 +57,38 @@ class DreamVectorEnv(VectorEnv):
     metadata = {"render_modes": ["rgb_array"], "render_fps": 4, "autoreset_mode": AutoresetMode.SAME_STEP}
 
     def __init__(
-        self, checkpoint=None, episodes=None, num_envs: int = 1, context_frames: int | None = None,
-        max_episode_steps: int = DEFAULT_MAX_EPISODE_STEPS, device: str = "auto",
-        render_mode: str | None = "rgb_array", observation_space: spaces.Space | None = None,
-        action_space: spaces.Space | None = None, precision: str = "fp32", skip_bad: bool = False,
+        self,
+        checkpoint=None,
+        episodes=None,
+        num_envs: int = 1,
+        context_frames: int | None = None,
+        max_episode_steps: int = DEFAULT_MAX_EPISODE_STEPS,
+        device: str = "auto",
+        render_mode: str | None = "rgb_array",
+        observation_space: spaces.Space | None = None,
+        action_space: spaces.Space | None = None,
+        precision: str = "fp32",
+        skip_bad: bool = False,
     ):
         self.num_envs = exact_int(num_envs, "num_envs", minimum=1)
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode={render_mode!r}: DreamVectorEnv supports "
-                             f"{self.metadata['render_modes']}")
+            raise ValueError(f"render_mode={render_mode!r}: DreamVectorEnv supports {self.metadata['render_modes']}")
         if episodes is None:
-            raise ValueError("DreamVectorEnv needs episodes=DIR: a folder of real episode files to warm its "
-                             "slots on (finished slots are refilled from it)")
-        self.core = DreamCore(checkpoint, episodes, context_frames, max_episode_steps, device, precision,
-                              observation_space, action_space, skip_bad)
+            raise ValueError(
+                "DreamVectorEnv needs episodes=DIR: a folder of real episode files to warm its "
+                "slots on (finished slots are refilled from it)"
+            )
+        self.core = DreamCore(
+            checkpoint,
+            episodes,
+            context_frames,
+            max_episode_steps,
+            device,
+            precision,
+            observation_space,
+            action_space,
+            skip_bad,
+        )
         self.single_observation_space = self.core.observation_space
         self.single_action_space = self.core.action_space
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
@@ -122,8 +141,10 @@ class DreamVectorEnv(VectorEnv):
         else:
             mask = np.asarray(mask)
             if mask.shape != (self.num_envs,) or mask.dtype != np.bool_ or not mask.any():
-                raise ValueError(f"options['reset_mask'] must be a bool array of shape ({self.num_envs},) "
-                                 f"with at least one True, got {mask.dtype} {mask.shape}")
+                raise ValueError(
+                    f"options['reset_mask'] must be a bool array of shape ({self.num_envs},) "
+                    f"with at least one True, got {mask.dtype} {mask.shape}"
+                )
             if self._dream is None:
                 raise ResetNeeded("DreamVectorEnv: a masked reset needs a full reset() first")
             slots = np.flatnonzero(mask)
@@ -141,18 +162,23 @@ class DreamVectorEnv(VectorEnv):
     def _user_contexts(self, frames, actions, k: int):
         frames, actions = np.asarray(frames), np.asarray(actions)
         if frames.ndim != 5 or len(frames) != k or actions.ndim != 2 or len(actions) != k:
-            raise ValueError(f"options['frames'] (K, Tc, H, W, 3) and options['actions'] (K, Tc) need one "
-                             f"context per reset slot (K={k}), got {frames.shape} and {actions.shape}")
-        checked = [check_user_context(f, a, self.single_observation_space.shape, self.single_action_space.n,
-                                      self.core.min_context_frames) for f, a in zip(frames, actions)]
+            raise ValueError(
+                f"options['frames'] (K, Tc, H, W, 3) and options['actions'] (K, Tc) need one "
+                f"context per reset slot (K={k}), got {frames.shape} and {actions.shape}"
+            )
+        checked = [
+            check_user_context(
+                f, a, self.single_observation_space.shape, self.single_action_space.n, self.core.min_context_frames
+            )
+            for f, a in zip(frames, actions)
+        ]
         return np.stack([c[0] for c in checked]), np.stack([c[1] for c in checked])
 
     def _info(self) -> dict[str, Any]:
         ones = np.ones(self.num_envs, dtype=np.bool_)
         sources = np.empty(self.num_envs, dtype=object)  # fresh dicts: callers may keep and modify infos
         sources[:] = [dict(s) if isinstance(s, dict) else s for s in self._sources]
-        return {"step": self._t.copy(), "_step": ones, "context_source": sources,
-                "_context_source": ones.copy()}
+        return {"step": self._t.copy(), "_step": ones, "context_source": sources, "_context_source": ones.copy()}
 
     def _check_open(self, what: str) -> None:
         if self._closed:
@@ -164,7 +190,7 @@ class DreamVectorEnv(VectorEnv):
         if self._dream is None:
             raise ResetNeeded("DreamVectorEnv: call reset() before step()")
         actions = check_actions(actions, self.num_envs, int(self.single_action_space.n))
-        frames, rewards, dream = self.core.imagine(self._dream, actions)      # (N, H, W, 3), (N,)
+        frames, rewards, dream = self.core.imagine(self._dream, actions)  # (N, H, W, 3), (N,)
         t = self._t + 1
         terminated = np.zeros(self.num_envs, dtype=np.bool_)  # Memory Maze has no terminal states
         truncated = t >= self.core.max_episode_steps
@@ -177,9 +203,14 @@ class DreamVectorEnv(VectorEnv):
         if refill is not None:
             final_obs = self._frames.copy()
             for j in done:
-                info = self._add_info(info, {"final_obs": final_obs[j],
-                                             "final_info": {"step": int(self._t[j]),
-                                                            "context_source": self._sources[j]}}, int(j))
+                info = self._add_info(
+                    info,
+                    {
+                        "final_obs": final_obs[j],
+                        "final_info": {"step": int(self._t[j]), "context_source": self._sources[j]},
+                    },
+                    int(j),
+                )
             self._warm(done, *refill)
             fresh = self._info()
             info["step"], info["context_source"] = fresh["step"], fresh["context_source"]

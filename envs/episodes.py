@@ -35,6 +35,7 @@ unreadable/truncated archives, missing keys, object arrays, wrong shapes and inc
 what :class:`EpisodeStore` runs on every file. :func:`load_episode` adds the value checks (one-hot actions,
 finite numbers). Every problem raises :class:`EpisodeError`, whose message starts with the file path.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -65,8 +66,17 @@ __all__ = [
 ]
 
 OFFICIAL_KEYS = (
-    "image", "action", "reward", "maze_layout", "agent_pos", "agent_dir",
-    "targets_pos", "targets_vec", "target_pos", "target_vec", "target_color",
+    "image",
+    "action",
+    "reward",
+    "maze_layout",
+    "agent_pos",
+    "agent_dir",
+    "targets_pos",
+    "targets_vec",
+    "target_pos",
+    "target_vec",
+    "target_color",
 )
 REQUIRED_KEYS = ("image", "action", "reward")
 OUR_EXTRA_KEYS = ("phase",)
@@ -128,15 +138,17 @@ def read_header(path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
                 claimed = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
                 held = info.file_size - data_offset
                 if not dtype.hasobject and claimed > held:
-                    raise EpisodeError(path, f"'{key}' header claims shape {tuple(shape)} ({claimed} bytes) but "
-                                             f"the archive member holds only {max(held, 0)} bytes of data "
-                                             f"(forged or corrupt header)")
+                    raise EpisodeError(
+                        path,
+                        f"'{key}' header claims shape {tuple(shape)} ({claimed} bytes) but "
+                        f"the archive member holds only {max(held, 0)} bytes of data "
+                        f"(forged or corrupt header)",
+                    )
                 header[key] = (tuple(shape), dtype)
     except EpisodeError:
         raise
     except _READ_ERRORS as e:
-        raise EpisodeError(path, f"not a readable .npz archive (corrupt or truncated?): "
-                                 f"{type(e).__name__}: {e}") from e
+        raise EpisodeError(path, f"not a readable .npz archive (corrupt or truncated?): {type(e).__name__}: {e}") from e
     if not header:
         raise EpisodeError(path, "the archive holds no arrays")
     return header
@@ -155,8 +167,11 @@ def _check_shapes(path, shapes: dict[str, tuple[tuple[int, ...], np.dtype]]) -> 
     """Header-level checks; returns the number of frames T+1."""
     missing = [k for k in REQUIRED_KEYS if k not in shapes]
     if missing:
-        raise EpisodeError(path, f"missing key(s) {missing}; found {sorted(shapes)} "
-                                 f"(expected the Memory Maze offline-dataset keys {list(OFFICIAL_KEYS)})")
+        raise EpisodeError(
+            path,
+            f"missing key(s) {missing}; found {sorted(shapes)} "
+            f"(expected the Memory Maze offline-dataset keys {list(OFFICIAL_KEYS)})",
+        )
     for key, (_, dtype) in shapes.items():
         if dtype.hasobject:
             raise EpisodeError(path, f"'{key}' holds Python objects (dtype=object); refusing to unpickle it")
@@ -172,8 +187,9 @@ def _check_shapes(path, shapes: dict[str, tuple[tuple[int, ...], np.dtype]]) -> 
     for key, (shape, dtype) in shapes.items():
         if key == "maze_layout":
             if not (len(shape) == 2 or (len(shape) == 3 and shape[0] == n)):
-                raise EpisodeError(path, f"'maze_layout' has shape {shape}, expected (T+1, n, n) = "
-                                         f"({n}, n, n) or (n, n)")
+                raise EpisodeError(
+                    path, f"'maze_layout' has shape {shape}, expected (T+1, n, n) = ({n}, n, n) or (n, n)"
+                )
             continue
         if key not in _TRAILING:
             continue  # extra keys (e.g. official 'terminal', 'reset') are allowed and ignored
@@ -181,15 +197,17 @@ def _check_shapes(path, shapes: dict[str, tuple[tuple[int, ...], np.dtype]]) -> 
             raise EpisodeError(path, f"'{key}' has non-numeric dtype {dtype}")
         want = _TRAILING[key]
         if len(shape) != 1 + len(want) or shape[0] != n:
-            raise EpisodeError(path, f"'{key}' has shape {shape}, expected {_describe(n, want)} "
-                                     f"(the time axis must match the {n} frames of 'image')")
+            raise EpisodeError(
+                path,
+                f"'{key}' has shape {shape}, expected {_describe(n, want)} "
+                f"(the time axis must match the {n} frames of 'image')",
+            )
         for size, w in zip(shape[1:], want):
             if w == "K":
                 if k_size is None:
                     k_size = size
                 elif size != k_size:
-                    raise EpisodeError(path, f"'{key}' has {size} targets but another targets_* key "
-                                             f"has {k_size}")
+                    raise EpisodeError(path, f"'{key}' has {size} targets but another targets_* key has {k_size}")
             elif w is not None and size != w:
                 raise EpisodeError(path, f"'{key}' has shape {shape}, expected {_describe(n, want)}")
     return n
@@ -253,8 +271,7 @@ def load_episode(path, keys: Iterable[str] | None = None) -> dict[str, np.ndarra
         with np.load(path, allow_pickle=False) as npz:
             data = {k: npz[k] for k in wanted}
     except _READ_ERRORS as e:
-        raise EpisodeError(path, f"cannot decode the arrays (corrupt or truncated?): "
-                                 f"{type(e).__name__}: {e}") from e
+        raise EpisodeError(path, f"cannot decode the arrays (corrupt or truncated?): {type(e).__name__}: {e}") from e
     _check_values(path, data)
     return data
 
@@ -309,8 +326,9 @@ class EpisodeStore:
             self.lengths.append(n)
         self._report(found)
         if not self.paths:
-            raise FileNotFoundError(f"episode folder {self.folder} holds no readable episodes "
-                                    f"({len(self.bad)} bad file(s), see .bad)")
+            raise FileNotFoundError(
+                f"episode folder {self.folder} holds no readable episodes ({len(self.bad)} bad file(s), see .bad)"
+            )
 
     def _report(self, errors: list[EpisodeError]) -> None:
         """Record bad files in ``.bad`` and warn once with the list (the one way bad files are reported)."""
@@ -324,8 +342,9 @@ class EpisodeStore:
         return len(self.paths)
 
     def __repr__(self) -> str:
-        return (f"EpisodeStore({str(self.folder)!r}: {len(self)} episodes, {sum(self.lengths)} frames, "
-                f"{len(self.bad)} bad)")
+        return (
+            f"EpisodeStore({str(self.folder)!r}: {len(self)} episodes, {sum(self.lengths)} frames, {len(self.bad)} bad)"
+        )
 
     def load(self, index: int, keys: Iterable[str] | None = None) -> dict[str, np.ndarray] | None:
         """Episode ``index`` fully validated (:func:`load_episode`). A bad file raises :class:`EpisodeError`,
@@ -380,7 +399,7 @@ class WindowSampler:
         if (self.lengths < 0).any():
             raise ValueError(f"WindowSampler: negative episode length in {self.lengths.tolist()}")
         self.names = [str(n) for n in names] if names is not None else [f"episode {i}" for i in range(len(lengths))]
-        self.active = np.ones(len(self.lengths), dtype=np.bool_)   # False = dropped (a bad file)
+        self.active = np.ones(len(self.lengths), dtype=np.bool_)  # False = dropped (a bad file)
 
     def __len__(self) -> int:
         return len(self.lengths)
@@ -403,8 +422,10 @@ class WindowSampler:
         if total == 0:
             live = self.lengths[self.active]
             longest = int(live.max()) if len(live) else 0
-            raise ValueError(f"no episode has the {int(window)} frames a window needs (longest of "
-                             f"{int(self.active.sum())} usable episode(s): {longest} frames)")
+            raise ValueError(
+                f"no episode has the {int(window)} frames a window needs (longest of "
+                f"{int(self.active.sum())} usable episode(s): {longest} frames)"
+            )
         # 1. a flat index over all windows, 2. the episode it falls in, 3. the start inside that episode
         if isinstance(rng, torch.Generator):
             flat = torch.randint(total, (int(n),), generator=rng).numpy()

@@ -16,6 +16,7 @@ dream env all write files one way.
   with :class:`RunLockedError` naming it.
 - :func:`torch_load`: ``torch.load(weights_only=True)`` (no arbitrary pickle) with errors naming the file.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -228,9 +229,13 @@ class RunLock:
         except BaseException:
             os.close(fd)
             raise
-        info = {"what": self.what, "pid": os.getpid(), "host": socket.gethostname(),
-                "command": shlex.join(sys.orig_argv).replace("\n", "\\n"),  # one line, as typed
-                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        info = {
+            "what": self.what,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "command": shlex.join(sys.orig_argv).replace("\n", "\\n"),  # one line, as typed
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
         data = (json.dumps(info) + "\n").encode()
         os.ftruncate(fd, 0)
         os.pwrite(fd, data, 0)
@@ -269,7 +274,11 @@ class RunLock:
         if not holder:
             who = "another process (it has not written its details)"
         else:
-            who = (f"{holder.get('what', 'a job')} pid {holder.get('pid', '?')} on {holder.get('host', '?')}, "
-                   f"started {holder.get('started', '?')}: {holder.get('command', '?')}")
-        return (f"{self.folder} is in use by {who}. Wait for it to finish or stop it, or use another folder "
-                f"(lock file {self.path})")
+            who = (
+                f"{holder.get('what', 'a job')} pid {holder.get('pid', '?')} on {holder.get('host', '?')}, "
+                f"started {holder.get('started', '?')}: {holder.get('command', '?')}"
+            )
+        return (
+            f"{self.folder} is in use by {who}. Wait for it to finish or stop it, or use another folder "
+            f"(lock file {self.path})"
+        )

@@ -30,6 +30,7 @@ envs`` alone does not: it registers the ids with string entry points); an unusab
 The ``memory-maze`` package imports the old ``gym``, which prints a deprecation banner; this module imports it
 with that output silenced, so users of ``envs`` never see it.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -70,8 +71,14 @@ MIN_CAMERA_RESOLUTION = 16  # pixels per side: the smallest frame MemoryMazeConf
 ACTION_NAMES = ("noop", "forward", "left", "right", "forward_left", "forward_right")
 # State arrays of the official offline dataset besides image/action/reward.
 STATE_KEYS = (
-    "agent_pos", "agent_dir", "maze_layout", "target_color",
-    "target_pos", "target_vec", "targets_pos", "targets_vec",
+    "agent_pos",
+    "agent_dir",
+    "maze_layout",
+    "target_color",
+    "target_pos",
+    "target_vec",
+    "targets_pos",
+    "targets_vec",
 )
 _GL_HINT = (
     "MUJOCO_GL={value!r}. Try MUJOCO_GL=egl (headless; GPU, or CPU through Mesa's EGL), MUJOCO_GL=osmesa "
@@ -112,8 +119,10 @@ try:
 except (RuntimeError, ImportError, AttributeError) as _error:
     if not _looks_like_gl_error(_error):
         raise
-    raise RenderingError(f"could not load MuJoCo rendering ({type(_error).__name__}: {_error}) with "
-                         + _GL_HINT.format(value=os.environ.get("MUJOCO_GL"))) from _error
+    raise RenderingError(
+        f"could not load MuJoCo rendering ({type(_error).__name__}: {_error}) with "
+        + _GL_HINT.format(value=os.environ.get("MUJOCO_GL"))
+    ) from _error
 
 # dm_control warns "Cannot set velocity on Entity with no free joint" on every reset.
 absl_logging.set_verbosity(absl_logging.ERROR)
@@ -134,8 +143,9 @@ class MemoryMazeConfig:
         if self.size not in SIZES:
             raise ValueError(f"MemoryMazeConfig.size={self.size!r}: expected one of {sorted(SIZES)}")
         if int(self.camera_resolution) < MIN_CAMERA_RESOLUTION:
-            raise ValueError(f"MemoryMazeConfig.camera_resolution={self.camera_resolution!r}: expected >= "
-                             f"{MIN_CAMERA_RESOLUTION}")
+            raise ValueError(
+                f"MemoryMazeConfig.camera_resolution={self.camera_resolution!r}: expected >= {MIN_CAMERA_RESOLUTION}"
+            )
 
     @property
     def max_episode_steps(self) -> int:
@@ -164,13 +174,15 @@ class ReusedMJCFCamera(MJCFCamera):
     """
 
     def _callable(self, physics):
-        camera = Camera(physics, height=self._height, width=self._width,
-                        camera_id=self._mjcf_element.full_identifier)
+        camera = Camera(physics, height=self._height, width=self._width, camera_id=self._mjcf_element.full_identifier)
 
         def get_observation():
-            pixels = camera.render(depth=self._depth, segmentation=self._segmentation,
-                                   scene_option=self._scene_option,
-                                   render_flag_overrides=self._render_flag_overrides)
+            pixels = camera.render(
+                depth=self._depth,
+                segmentation=self._segmentation,
+                scene_option=self._scene_option,
+                render_flag_overrides=self._render_flag_overrides,
+            )
             return np.atleast_3d(pixels).copy()
 
         return get_observation
@@ -200,8 +212,10 @@ class MemoryMazeEnv(gym.Env):
         if overrides:
             unknown = set(overrides) - set(asdict(config))
             if unknown:
-                raise TypeError(f"MemoryMazeEnv got unknown options {sorted(unknown)}; "
-                                f"expected fields of MemoryMazeConfig: {sorted(asdict(config))}")
+                raise TypeError(
+                    f"MemoryMazeEnv got unknown options {sorted(unknown)}; "
+                    f"expected fields of MemoryMazeConfig: {sorted(asdict(config))}"
+                )
             config = replace(config, **overrides)
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode={render_mode!r}: expected None or 'rgb_array'")
@@ -275,10 +289,15 @@ class MemoryMazeEnv(gym.Env):
                 return False
             random_state = np.random.RandomState(int(seed))
             maze = TextMazeVaryingWalls(
-                height=old._height, width=old._width, max_rooms=old._max_rooms,
-                room_min_size=old._room_min_size, room_max_size=old._room_max_size,
-                max_variations=old._max_variations, spawns_per_room=old._spawns_per_room,
-                objects_per_room=old._objects_per_room, simplify=True,
+                height=old._height,
+                width=old._width,
+                max_rooms=old._max_rooms,
+                room_min_size=old._room_min_size,
+                room_max_size=old._room_max_size,
+                max_variations=old._max_variations,
+                spawns_per_room=old._spawns_per_room,
+                objects_per_room=old._objects_per_room,
+                simplify=True,
                 random_seed=random_state.randint(2147483648),  # 2**31: the very draw memory_maze.tasks makes
             )
         except AttributeError:
@@ -328,8 +347,9 @@ class MemoryMazeEnv(gym.Env):
     def step(self, action):
         """Apply one action (an integer in [0, 6)) for one 4 Hz control step."""
         if self._needs_reset:
-            raise RuntimeError("MemoryMazeEnv.step() called before reset() or after the episode was "
-                               "truncated; call reset() first")
+            raise RuntimeError(
+                "MemoryMazeEnv.step() called before reset() or after the episode was truncated; call reset() first"
+            )
         a = _as_action(action)
         ts = self._dm.step(a)
         self._steps += 1
@@ -371,6 +391,5 @@ def _as_action(action) -> int:
         raise ValueError(f"action={action!r}: expected an integer in [0, {len(ACTION_NAMES)})")
     a = int(arr)
     if not 0 <= a < len(ACTION_NAMES):
-        raise ValueError(f"action={a}: expected an integer in [0, {len(ACTION_NAMES)}) "
-                         f"({', '.join(ACTION_NAMES)})")
+        raise ValueError(f"action={a}: expected an integer in [0, {len(ACTION_NAMES)}) ({', '.join(ACTION_NAMES)})")
     return a

@@ -16,6 +16,7 @@ counter-clockwise, ~18 degrees a step), 3 right, 4 forward+left, 5 forward+right
 Every policy has ``reset(info, rng)``, ``act(info) -> int`` and ``phase`` (int; always 0 except for
 ``revisit``). Policies are deterministic given the ``numpy.random.Generator`` passed to ``reset``.
 """
+
 from __future__ import annotations
 
 from collections import deque

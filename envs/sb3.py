@@ -10,6 +10,7 @@ adapter only translates: `dones` = terminated | truncated, and each ended slot's
 
 Axis legend: N slots.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -58,8 +59,9 @@ class DreamSB3VecEnv(VecEnv):
         return obs, rewards.astype(np.float32), dones, infos
 
     def _infos_list(self, info: dict) -> list[dict]:
-        return [{"step": int(info["step"][j]), "context_source": info["context_source"][j]}
-                for j in range(self.num_envs)]
+        return [
+            {"step": int(info["step"][j]), "context_source": info["context_source"][j]} for j in range(self.num_envs)
+        ]
 
     def close(self) -> None:
         """Close the wrapped DreamVectorEnv."""

@@ -1,4 +1,5 @@
 """Shared test fixtures: synthetic episodes in the official format, real Memory Maze episodes, a tiny trained model."""
+
 import os
 import subprocess
 import sys
@@ -33,17 +34,23 @@ def write_synthetic_episode(path: Path, steps: int, seed: int) -> dict:
             dy, dx = moves.get(a, (0, 0))
             y, x = int(np.clip(y + dy, 4, 48)), int(np.clip(x + dx, 4, 48))
         frame = np.stack([xx * 2, yy * 2, np.full_like(xx, 60)], -1).astype(np.uint8)
-        frame[y: y + 12, x: x + 12] = (250, 220, 30)
+        frame[y : y + 12, x : x + 12] = (250, 220, 30)
         if y < 20 and x < 20:
             reward[t] = 1.0 if t > 0 else 0.0
             frame[:3], frame[-3:], frame[:, :3], frame[:, -3:] = (255, 0, 0), (255, 0, 0), (255, 0, 0), (255, 0, 0)
         image[t] = frame
         pos[t] = (x / 8.0, y / 8.0)
     ep = {
-        "image": image, "action": action, "reward": reward,
-        "maze_layout": np.ones((9, 9), np.uint8), "agent_pos": pos, "agent_dir": np.zeros((n, 2), np.float32),
-        "targets_pos": np.zeros((n, 3, 2), np.float32), "targets_vec": np.zeros((n, 3, 2), np.float32),
-        "target_pos": np.zeros((n, 2), np.float32), "target_vec": np.zeros((n, 2), np.float32),
+        "image": image,
+        "action": action,
+        "reward": reward,
+        "maze_layout": np.ones((9, 9), np.uint8),
+        "agent_pos": pos,
+        "agent_dir": np.zeros((n, 2), np.float32),
+        "targets_pos": np.zeros((n, 3, 2), np.float32),
+        "targets_vec": np.zeros((n, 3, 2), np.float32),
+        "target_pos": np.zeros((n, 2), np.float32),
+        "target_vec": np.zeros((n, 2), np.float32),
         "target_color": np.zeros((n, 3), np.float32),
     }
     np.savez_compressed(path, **ep)
@@ -74,9 +81,26 @@ def real_episodes(tmp_path_factory):
     """Three short real Memory Maze 9x9 episodes (40 actions each) collected with envs.collect."""
     out = tmp_path_factory.mktemp("real") / "episodes"
     subprocess.run(
-        [sys.executable, "-m", "envs.collect", "--env", "longdream/MemoryMaze-9x9-ExtraObs-v0",
-         "--episodes", "3", "--steps", "40", "--out", str(out), "--seed", "0", "--quiet"],
-        check=True, capture_output=True, text=True)
+        [
+            sys.executable,
+            "-m",
+            "envs.collect",
+            "--env",
+            "longdream/MemoryMaze-9x9-ExtraObs-v0",
+            "--episodes",
+            "3",
+            "--steps",
+            "40",
+            "--out",
+            str(out),
+            "--seed",
+            "0",
+            "--quiet",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return out
 
 

@@ -1,4 +1,5 @@
 """Permission checks in tests: run a command as a user without rights (as nobody when the tests run as root)."""
+
 import contextlib
 import os
 import shutil

@@ -1,4 +1,5 @@
 """Imports go one way (data <- real envs | world model <- dream env <- planners, agents <- benchmarks), at the top."""
+
 import ast
 from pathlib import Path
 
@@ -9,7 +10,7 @@ PACKAGES = ("envs", "worldmodel", "planners", "agents", "benchmarks")
 
 # Every module of ours belongs to one layer; a new module must be placed here (the test says so).
 LAYER_OF = {
-    "envs": "data",              # the package init only registers ids with string entry points
+    "envs": "data",  # the package init only registers ids with string entry points
     "envs.episodes": "data",
     "envs.fileio": "data",
     "envs.activation": "real",
@@ -102,8 +103,9 @@ def test_every_import_of_ours_goes_down_the_layers():
     for module, path in _modules():
         for target, line, _ in _imports(module, path):
             if _layer(target) not in MAY_IMPORT[_layer(module)]:
-                bad.append(f"{path.relative_to(ROOT)}:{line}: {module} ({_layer(module)}) imports {target} "
-                           f"({_layer(target)})")
+                bad.append(
+                    f"{path.relative_to(ROOT)}:{line}: {module} ({_layer(module)}) imports {target} ({_layer(target)})"
+                )
     assert not bad, "imports against the layers:\n" + "\n".join(bad)
 
 

@@ -15,6 +15,7 @@ Architecture (per resolution level i, widths `channels[i]`, `blocks[i]` residual
 Reconstruction loss: mean squared error in [0, 1] pixel space (what PSNR measures), plus `kl_weight` times the
 KL divergence to N(0, I) averaged per latent element.
 """
+
 from __future__ import annotations
 
 import math
@@ -68,24 +69,31 @@ class AutoencoderConfig:
     def __post_init__(self) -> None:
         levels = int(round(math.log2(self.downsample))) if self.downsample > 0 else -1
         if self.downsample < 1 or 2**levels != self.downsample:
-            raise ValueError(f"AutoencoderConfig.downsample must be a power of two >= 1, "
-                             f"got {self.downsample}")
+            raise ValueError(f"AutoencoderConfig.downsample must be a power of two >= 1, got {self.downsample}")
         if self.image_size % self.downsample:
-            raise ValueError(f"AutoencoderConfig.image_size={self.image_size} is not divisible by "
-                             f"downsample={self.downsample}")
+            raise ValueError(
+                f"AutoencoderConfig.image_size={self.image_size} is not divisible by downsample={self.downsample}"
+            )
         if len(self.channels) != levels + 1:
-            raise ValueError(f"AutoencoderConfig.channels needs log2(downsample) + 1 = {levels + 1} entries "
-                             f"(one per resolution), got {len(self.channels)}: {self.channels}")
+            raise ValueError(
+                f"AutoencoderConfig.channels needs log2(downsample) + 1 = {levels + 1} entries "
+                f"(one per resolution), got {len(self.channels)}: {self.channels}"
+            )
         if len(self.blocks) != len(self.channels):
-            raise ValueError(f"AutoencoderConfig.blocks needs one entry per level ({len(self.channels)}), "
-                             f"got {len(self.blocks)}: {self.blocks}")
+            raise ValueError(
+                f"AutoencoderConfig.blocks needs one entry per level ({len(self.channels)}), "
+                f"got {len(self.blocks)}: {self.blocks}"
+            )
         for c in self.channels:
             if c % self.norm_groups:
-                raise ValueError(f"AutoencoderConfig.channels entry {c} is not divisible by "
-                                 f"norm_groups={self.norm_groups}")
+                raise ValueError(
+                    f"AutoencoderConfig.channels entry {c} is not divisible by norm_groups={self.norm_groups}"
+                )
         if self.latent_channels < 1 or self.kl_weight < 0:
-            raise ValueError(f"AutoencoderConfig: latent_channels must be >= 1 and kl_weight >= 0, got "
-                             f"{self.latent_channels} and {self.kl_weight}")
+            raise ValueError(
+                f"AutoencoderConfig: latent_channels must be >= 1 and kl_weight >= 0, got "
+                f"{self.latent_channels} and {self.kl_weight}"
+            )
 
     @property
     def latent_shape(self) -> tuple[int, int, int]:
@@ -117,8 +125,7 @@ def frames_to_float(frames: torch.Tensor | np.ndarray) -> torch.Tensor:
     if isinstance(frames, np.ndarray):
         frames = torch.from_numpy(np.ascontiguousarray(frames))
     if frames.dtype != torch.uint8 or frames.dim() != 4 or frames.shape[-1] != 3:
-        raise ValueError(f"frames_to_float expects uint8 (B, H, W, 3), "
-                         f"got {frames.dtype} {tuple(frames.shape)}")
+        raise ValueError(f"frames_to_float expects uint8 (B, H, W, 3), got {frames.dtype} {tuple(frames.shape)}")
     return rearrange(frames, "b h w c -> b c h w").float().div_(255.0)
 
 
@@ -139,8 +146,12 @@ class ResBlock(nn.Module):
     def __init__(self, ch: int, groups: int):
         super().__init__()
         self.net = nn.Sequential(
-            nn.GroupNorm(groups, ch), nn.SiLU(), nn.Conv2d(ch, ch, 3, padding=1),
-            nn.GroupNorm(groups, ch), nn.SiLU(), nn.Conv2d(ch, ch, 3, padding=1),
+            nn.GroupNorm(groups, ch),
+            nn.SiLU(),
+            nn.Conv2d(ch, ch, 3, padding=1),
+            nn.GroupNorm(groups, ch),
+            nn.SiLU(),
+            nn.Conv2d(ch, ch, 3, padding=1),
         )
         nn.init.zeros_(self.net[-1].weight)  # start as the identity
         nn.init.zeros_(self.net[-1].bias)
@@ -158,8 +169,11 @@ class Encoder(nn.Module):
             layers += [ResBlock(ch[i], g) for _ in range(cfg.blocks[i])]
             if i + 1 < len(ch):
                 layers.append(nn.Conv2d(ch[i], ch[i + 1], 4, stride=2, padding=1))  # (B, ch, H/2, W/2)
-        layers += [nn.GroupNorm(g, ch[-1]), nn.SiLU(),
-                   nn.Conv2d(ch[-1], 2 * cfg.latent_channels, 3, padding=1)]  # (B, 2C, h, w)
+        layers += [
+            nn.GroupNorm(g, ch[-1]),
+            nn.SiLU(),
+            nn.Conv2d(ch[-1], 2 * cfg.latent_channels, 3, padding=1),
+        ]  # (B, 2C, h, w)
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -175,8 +189,10 @@ class Decoder(nn.Module):
         for i in reversed(range(len(ch))):
             layers += [ResBlock(ch[i], g) for _ in range(cfg.blocks[i])]
             if i > 0:
-                layers += [nn.Upsample(scale_factor=2, mode="nearest"),  # (B, ch, 2h, 2w)
-                           nn.Conv2d(ch[i], ch[i - 1], 3, padding=1)]
+                layers += [
+                    nn.Upsample(scale_factor=2, mode="nearest"),  # (B, ch, 2h, 2w)
+                    nn.Conv2d(ch[i], ch[i - 1], 3, padding=1),
+                ]
         layers += [nn.GroupNorm(g, ch[0]), nn.SiLU(), nn.Conv2d(ch[0], cfg.image_channels, 3, padding=1)]
         self.net = nn.Sequential(*layers)
 
@@ -224,18 +240,15 @@ class Autoencoder(nn.Module):
             x = frames_to_float(frames.to(self.device))
         elif frames.is_floating_point():
             if frames.dim() != 4 or tuple(frames.shape[1:]) != (c, s, s):
-                raise ValueError(f"float frames must be (B, {c}, {s}, {s}) in [0, 1], "
-                                 f"got {tuple(frames.shape)}")
+                raise ValueError(f"float frames must be (B, {c}, {s}, {s}) in [0, 1], got {tuple(frames.shape)}")
             x = frames.to(self.device, torch.float32)
         else:
-            raise ValueError(f"frames must be uint8 (B, H, W, 3) or float (B, 3, H, W), "
-                             f"got dtype {frames.dtype}")
+            raise ValueError(f"frames must be uint8 (B, H, W, 3) or float (B, 3, H, W), got dtype {frames.dtype}")
         return (x * 2 - 1).contiguous(memory_format=torch.channels_last)  # oneDNN's fast conv layout
 
     def _check_latent(self, z: torch.Tensor) -> None:
         if z.dim() != 4 or tuple(z.shape[1:]) != self.latent_shape:
-            raise ValueError(f"latents must be (B, {', '.join(map(str, self.latent_shape))}), "
-                             f"got {tuple(z.shape)}")
+            raise ValueError(f"latents must be (B, {', '.join(map(str, self.latent_shape))}), got {tuple(z.shape)}")
 
     # -- raw (unnormalised) latent space --------------------------------------------------------------
     def posterior(self, frames: torch.Tensor | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
@@ -280,7 +293,7 @@ class Autoencoder(nn.Module):
         s2 = torch.zeros(c, dtype=torch.float64, device=self.device)
         count = 0
         for i in range(0, n, batch_size):
-            mean, _ = self.posterior(frames[i: i + batch_size])
+            mean, _ = self.posterior(frames[i : i + batch_size])
             m = rearrange(mean.double(), "b c h w -> c (b h w)")
             s1 += m.sum(1)
             s2 += (m * m).sum(1)

@@ -27,6 +27,7 @@ Axis legend: B batch, T frames, C latent channels, h x w latent grid, p patch, g
 S = gh gw tokens per frame, D model width, nh x nw blocks per frame (nb = nh nw), bh x bw block size (tokens),
 A action dim.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -108,8 +109,9 @@ class BackboneConfig:
         set_ = functools.partial(object.__setattr__, self)
         set_("latent_size", _pair(self.latent_size, "latent_size"))
         blocks = self.block_sizes
-        if blocks is None or (isinstance(blocks, (tuple, list)) and len(blocks) == 2
-                              and all(isinstance(v, int) for v in blocks)):
+        if blocks is None or (
+            isinstance(blocks, (tuple, list)) and len(blocks) == 2 and all(isinstance(v, int) for v in blocks)
+        ):
             raise ValueError(
                 f"BackboneConfig.block_sizes={blocks!r}: expected a sequence of (bh, bw) pairs like ((2, 2),)"
             )
@@ -118,8 +120,20 @@ class BackboneConfig:
         def bad(field, expected):
             raise ValueError(f"BackboneConfig.{field}={getattr(self, field)!r}: expected {expected}")
 
-        for f in ("latent_channels", "patch", "dim", "depth", "heads", "d_state", "headdim", "expand",
-                  "d_conv", "chunk_size", "attn_chunk", "window_frames"):
+        for f in (
+            "latent_channels",
+            "patch",
+            "dim",
+            "depth",
+            "heads",
+            "d_state",
+            "headdim",
+            "expand",
+            "d_conv",
+            "chunk_size",
+            "attn_chunk",
+            "window_frames",
+        ):
             v = getattr(self, f)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 bad(f, "a positive int")
@@ -174,8 +188,15 @@ class BackboneConfig:
 
     def mamba(self) -> Mamba2Config:
         """The config of the Mamba2 (SSD) layer every block of the block-wise scan runs."""
-        return Mamba2Config(dim=self.dim, d_state=self.d_state, headdim=self.headdim, expand=self.expand,
-                            d_conv=self.d_conv, chunk_size=self.chunk_size, backend=self.ssd_backend)
+        return Mamba2Config(
+            dim=self.dim,
+            d_state=self.d_state,
+            headdim=self.headdim,
+            expand=self.expand,
+            d_conv=self.d_conv,
+            chunk_size=self.chunk_size,
+            backend=self.ssd_backend,
+        )
 
 
 # The presets' numbers live in worldmodel/presets.py (BACKBONE); this name is kept for existing imports.
@@ -228,8 +249,10 @@ def _match_parameters(cfg: BackboneConfig, target: int, tol: float = 0.10, close
         return abs(base + d * per - target) / target, d
 
     step = math.gcd(cfg.dim, 8)
-    dims = sorted((d for d in range(max(step, cfg.dim // 2), 2 * cfg.dim + 1, step) if _valid_dim(cfg, d)),
-                  key=lambda d: (abs(d - cfg.dim), d))
+    dims = sorted(
+        (d for d in range(max(step, cfg.dim // 2), 2 * cfg.dim + 1, step) if _valid_dim(cfg, d)),
+        key=lambda d: (abs(d - cfg.dim), d),
+    )
     best = None
     for dim in [cfg.dim] + [d for d in dims if d != cfg.dim]:
         err, depth = best_depth(dim)
@@ -240,14 +263,21 @@ def _match_parameters(cfg: BackboneConfig, target: int, tol: float = 0.10, close
     err, depth, dim = best
     if err > tol:
         raise ValueError(
-            f"backbone_config: cannot match {target} parameters within {tol:.0%} for {cfg} "
-            f"(best error {err:.1%})"
+            f"backbone_config: cannot match {target} parameters within {tol:.0%} for {cfg} (best error {err:.1%})"
         )
     return dataclasses.replace(cfg, dim=dim, depth=depth)
 
 
-def backbone_config(preset: str, variant: str = "hybrid", *, latent_channels: int, latent_size,
-                    patch: int | None = None, num_actions: int | None = 6, **overrides) -> BackboneConfig:
+def backbone_config(
+    preset: str,
+    variant: str = "hybrid",
+    *,
+    latent_channels: int,
+    latent_size,
+    patch: int | None = None,
+    num_actions: int | None = 6,
+    **overrides,
+) -> BackboneConfig:
     """Config of ``variant`` at the scale of ``preset``.
 
     preset: "tiny" (tests), "cpu" (the 2-core demo), "paper" (~200M). variant: "hybrid" (the paper's model),
@@ -268,8 +298,7 @@ def backbone_config(preset: str, variant: str = "hybrid", *, latent_channels: in
         raise ValueError(f"backbone_config: unknown BackboneConfig fields {unknown}; valid: {sorted(fields)}")
     base = dict(presets.BACKBONE[preset])
     cycle = base.pop("block_cycle")
-    kw: dict[str, Any] = dict(base, latent_channels=latent_channels, latent_size=latent_size,
-                              num_actions=num_actions)
+    kw: dict[str, Any] = dict(base, latent_channels=latent_channels, latent_size=latent_size, num_actions=num_actions)
     if patch is not None:
         kw["patch"] = patch
     kw.update(overrides)
@@ -312,12 +341,25 @@ class BlockwiseSSM(nn.Module):
         self.mamba = Mamba2(mcfg)
 
     def _to_blocks(self, x: Tensor) -> Tensor:  # (B, T, S, D) -> (B nb, T bh bw, D)
-        return rearrange(x, "b t (nh bh nw bw) d -> (b nh nw) (t bh bw) d",
-                         nh=self.nh, nw=self.nw, bh=self.block[0], bw=self.block[1])
+        return rearrange(
+            x,
+            "b t (nh bh nw bw) d -> (b nh nw) (t bh bw) d",
+            nh=self.nh,
+            nw=self.nw,
+            bh=self.block[0],
+            bw=self.block[1],
+        )
 
     def _from_blocks(self, y: Tensor, B: int) -> Tensor:  # (B nb, T bh bw, D) -> (B, T, S, D)
-        return rearrange(y, "(b nh nw) (t bh bw) d -> b t (nh bh nw bw) d",
-                         b=B, nh=self.nh, nw=self.nw, bh=self.block[0], bw=self.block[1])
+        return rearrange(
+            y,
+            "(b nh nw) (t bh bw) d -> b t (nh bh nw bw) d",
+            b=B,
+            nh=self.nh,
+            nw=self.nw,
+            bh=self.block[0],
+            bw=self.block[1],
+        )
 
     def _flat(self, state: State) -> State:  # (B, nb, ...) -> (B nb, ...)
         return {k: rearrange(v, "b n ... -> (b n) ...") for k, v in state.items()}
@@ -355,9 +397,9 @@ class _Layer(nn.Module):
         D = cfg.dim
         self.ssm = BlockwiseSSM(cfg.mamba(), cfg.grid, block) if cfg.ssm else None
         self.attn = (
-            FrameAttention(D, cfg.heads, cfg.attn, cfg.attn_chunk, cfg.window_frames, cfg.rope,
-                           cfg.attn_backend)
-            if cfg.attn != "none" else None
+            FrameAttention(D, cfg.heads, cfg.attn, cfg.attn_chunk, cfg.window_frames, cfg.rope, cfg.attn_backend)
+            if cfg.attn != "none"
+            else None
         )
         hidden = int(round(cfg.mlp_ratio * D))
         self.mlp = nn.Sequential(nn.Linear(D, hidden), nn.GELU(), nn.Linear(hidden, D))
@@ -368,8 +410,9 @@ class _Layer(nn.Module):
 
     def _run(self, h: Tensor, cond: Tensor, ssm_fn, attn_fn) -> tuple[Tensor, State]:
         """h (B, T, S, D), cond (B, T, D)."""
-        mods = rearrange(self.ada(F.silu(cond)), "b t (n three d) -> n three b t 1 d",
-                         n=len(self.subs), three=3)  # (subs, 3, B, T, 1, D)
+        mods = rearrange(
+            self.ada(F.silu(cond)), "b t (n three d) -> n three b t 1 d", n=len(self.subs), three=3
+        )  # (subs, 3, B, T, 1, D)
         new: State = {}
         for (shift, scale, gate), name in zip(mods, self.subs):
             x = _modulate(_norm(h), shift, scale)
@@ -392,6 +435,7 @@ class _Layer(nn.Module):
 
     def step(self, h_t: Tensor, cond_t: Tensor, state: State) -> tuple[Tensor, State]:
         """h_t (B, S, D), cond_t (B, D)."""
+
         def ssm_fn(x):  # x (B, 1, S, D)
             y, st = self.ssm.step(x[:, 0], state["ssm"])
             return y[:, None], st
@@ -462,21 +506,29 @@ class Backbone(nn.Module):
         nlead = 2 if frames else 1
         want = (cfg.latent_channels, *cfg.latent_size)
         if x.ndim != nlead + 3 or tuple(x.shape[nlead:]) != want:
-            raise ValueError(f"Backbone.{where}: x has shape {tuple(x.shape)}, expected {lead}C, h, w) = "
-                             f"{lead}{want[0]}, {want[1]}, {want[2]})")
+            raise ValueError(
+                f"Backbone.{where}: x has shape {tuple(x.shape)}, expected {lead}C, h, w) = "
+                f"{lead}{want[0]}, {want[1]}, {want[2]})"
+            )
         bt = tuple(x.shape[:nlead])
         if tuple(noise.shape) != bt:
             raise ValueError(f"Backbone.{where}: noise levels have shape {tuple(noise.shape)}, expected {bt}")
         if cfg.num_actions is not None:
             if tuple(actions.shape) != bt or actions.dtype.is_floating_point or actions.dtype == torch.bool:
-                raise ValueError(f"Backbone.{where}: discrete actions must be integer {bt}, got "
-                                 f"{actions.dtype} {tuple(actions.shape)}")
+                raise ValueError(
+                    f"Backbone.{where}: discrete actions must be integer {bt}, got "
+                    f"{actions.dtype} {tuple(actions.shape)}"
+                )
             if actions.numel() and (int(actions.min()) < 0 or int(actions.max()) >= cfg.num_actions):
-                raise ValueError(f"Backbone.{where}: actions must be in [0, {cfg.num_actions}), got values "
-                                 f"in [{int(actions.min())}, {int(actions.max())}]")
+                raise ValueError(
+                    f"Backbone.{where}: actions must be in [0, {cfg.num_actions}), got values "
+                    f"in [{int(actions.min())}, {int(actions.max())}]"
+                )
         elif tuple(actions.shape) != (*bt, cfg.action_dim) or not actions.dtype.is_floating_point:
-            raise ValueError(f"Backbone.{where}: continuous actions must be float {(*bt, cfg.action_dim)}, "
-                             f"got {actions.dtype} {tuple(actions.shape)}")
+            raise ValueError(
+                f"Backbone.{where}: continuous actions must be float {(*bt, cfg.action_dim)}, "
+                f"got {actions.dtype} {tuple(actions.shape)}"
+            )
 
     def _embed(self, x: Tensor, actions: Tensor, noise: Tensor) -> tuple[Tensor, Tensor]:
         """x (B, T, C, h, w) -> tokens (B, T, S, D); actions, noise (B, T[, A]) -> cond (B, T, D)."""
@@ -539,8 +591,10 @@ class Backbone(nn.Module):
         feat_t (B, D), new_state). Pure: ``state`` is not modified, so it can be reused (denoising steps)."""
         self._check(x_t, action_t, noise_t, "step", frames=False)
         if state["t"].shape[0] != x_t.shape[0]:
-            raise ValueError(f"Backbone.step: the state holds {state['t'].shape[0]} streams, x_t has batch "
-                             f"{x_t.shape[0]} (make the state with init_state/prefill of that batch)")
+            raise ValueError(
+                f"Backbone.step: the state holds {state['t'].shape[0]} streams, x_t has batch "
+                f"{x_t.shape[0]} (make the state with init_state/prefill of that batch)"
+            )
         # 1. embed the one frame, as in forward
         h, cond = self._embed(x_t[:, None], action_t[:, None], noise_t[:, None])  # (B, 1, S, D), (B, 1, D)
         h, cond = h[:, 0], cond[:, 0]

@@ -12,6 +12,7 @@ One way for every config of the project, nested ones included (``WorldModelConfi
 
 This module imports nothing of ours.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -90,8 +91,11 @@ def _build(cls: type[T], data: Mapping[str, Any], where: str) -> T:
     unknown = sorted(set(data) - set(names))
     if unknown:
         raise ValueError(f"{where}: unknown field(s) {unknown} of {cls.__name__}; known fields: {names}")
-    missing = [f.name for f in fields if f.name not in data
-               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    missing = [
+        f.name
+        for f in fields
+        if f.name not in data and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
     if missing:
         raise ValueError(f"{where}: missing field(s) {missing} of {cls.__name__}")
     hints = typing.get_type_hints(cls)

@@ -82,7 +82,10 @@ def x0_eps_from_v(x_t: torch.Tensor, t: torch.Tensor, v: torch.Tensor) -> tuple[
 
 
 def sample_noise_levels(
-    batch: int, frames: int, cfg: DiffusionConfig, generator: torch.Generator | None = None,
+    batch: int,
+    frames: int,
+    cfg: DiffusionConfig,
+    generator: torch.Generator | None = None,
     device: torch.device | str = "cpu",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-frame noise levels and the loss mask for one Diffusion Forcing batch.
@@ -100,13 +103,13 @@ def sample_noise_levels(
     t = torch.rand(batch, frames, generator=generator).to(device)
     # 2. clean prefix of random length > T/2 for a random half of the sequences
     use_prefix = torch.rand(batch, generator=generator) < cfg.clean_prefix_prob
-    lo = frames // 2 + 1                      # smallest length strictly longer than half the window
-    hi = frames - 1                           # keep at least one noised frame
+    lo = frames // 2 + 1  # smallest length strictly longer than half the window
+    hi = frames - 1  # keep at least one noised frame
     lo = min(lo, hi)
     lengths = torch.randint(lo, hi + 1, (batch,), generator=generator)
     lengths = torch.where(use_prefix, lengths, torch.zeros_like(lengths)).to(device)
-    idx = torch.arange(frames, device=device)[None, :]            # (1, T)
-    prefix = idx < lengths[:, None]                               # (B, T)
+    idx = torch.arange(frames, device=device)[None, :]  # (1, T)
+    prefix = idx < lengths[:, None]  # (B, T)
     t = torch.where(prefix, torch.zeros_like(t), t)
     # 3. loss only on the noised frames
     mask = ~prefix
@@ -117,7 +120,7 @@ def diffusion_loss(
     pred_v: torch.Tensor, x0: torch.Tensor, t: torch.Tensor, eps: torch.Tensor, mask: torch.Tensor
 ) -> torch.Tensor:
     """Mean squared v-error over the masked frames. pred_v, x0, eps (B, T, C, h, w); t, mask (B, T)."""
-    err = (pred_v - v_target(x0, t, eps)).pow(2).flatten(2).mean(-1)   # (B, T)
+    err = (pred_v - v_target(x0, t, eps)).pow(2).flatten(2).mean(-1)  # (B, T)
     m = mask.to(err.dtype)
     return (err * m).sum() / m.sum().clamp_min(1.0)
 
@@ -128,7 +131,11 @@ def ddim_timesteps(steps: int, device=None) -> torch.Tensor:
 
 
 def ddim_update(
-    x_t: torch.Tensor, v: torch.Tensor, t: torch.Tensor, t_next: torch.Tensor, eta: float = 0.0,
+    x_t: torch.Tensor,
+    v: torch.Tensor,
+    t: torch.Tensor,
+    t_next: torch.Tensor,
+    eta: float = 0.0,
     generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One DDIM step from level t to t_next (scalars or (B,)); returns (x_next, x0_hat)."""

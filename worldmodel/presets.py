@@ -14,6 +14,7 @@ configs read these tables and nothing else:
 
 This module imports nothing of ours, so every module can read it.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -48,12 +49,45 @@ AUTOENCODER: dict[str, dict[str, Any]] = {
 # (bh, bw) block sizes (in tokens) of the block-wise scan, cycled over the layers and each clipped to a
 # divisor of the token grid (the paper varies block sizes per layer without publishing them).
 BACKBONE: dict[str, dict[str, Any]] = {
-    "tiny": dict(patch=2, dim=32, depth=2, heads=2, mlp_ratio=2.0, d_state=8, headdim=16, expand=2, d_conv=4,
-                 chunk_size=16, block_cycle=((1, 1), (2, 2))),
-    "cpu": dict(patch=2, dim=128, depth=6, heads=4, mlp_ratio=4.0, d_state=16, headdim=32, expand=2, d_conv=4,
-                chunk_size=32, block_cycle=((2, 2), (4, 4))),
-    "paper": dict(patch=2, dim=768, depth=12, heads=12, mlp_ratio=4.0, d_state=64, headdim=64, expand=2,
-                  d_conv=4, chunk_size=128, block_cycle=((2, 2), (4, 4), (8, 8))),
+    "tiny": dict(
+        patch=2,
+        dim=32,
+        depth=2,
+        heads=2,
+        mlp_ratio=2.0,
+        d_state=8,
+        headdim=16,
+        expand=2,
+        d_conv=4,
+        chunk_size=16,
+        block_cycle=((1, 1), (2, 2)),
+    ),
+    "cpu": dict(
+        patch=2,
+        dim=128,
+        depth=6,
+        heads=4,
+        mlp_ratio=4.0,
+        d_state=16,
+        headdim=32,
+        expand=2,
+        d_conv=4,
+        chunk_size=32,
+        block_cycle=((2, 2), (4, 4)),
+    ),
+    "paper": dict(
+        patch=2,
+        dim=768,
+        depth=12,
+        heads=12,
+        mlp_ratio=4.0,
+        d_state=64,
+        headdim=64,
+        expand=2,
+        d_conv=4,
+        chunk_size=128,
+        block_cycle=((2, 2), (4, 4), (8, 8)),
+    ),
 }
 
 # The sampler (DiffusionConfig fields). cpu: 2 DDIM steps measured better than 4, 8 or 16 on held-out PSNR/SSIM
@@ -68,13 +102,45 @@ DIFFUSION: dict[str, dict[str, Any]] = {
 # which a stage starts, window in frames); the cpu windows (32, then 48 frames) are longer than the 10-frame
 # attention window, so the model has to use its SSM memory.
 TRAINING: dict[str, dict[str, Any]] = {
-    "tiny": dict(steps=30, batch_size=4, curriculum=((0.0, 8), (0.5, 12)), lr=2e-3, warmup=5,
-                 eval_every=1000, ckpt_every=10, eval_context=4, eval_horizon=4, eval_batch=2, compile=False),
-    "cpu": dict(steps=800, batch_size=8, curriculum=((0.0, 32), (0.7, 48)), lr=1e-3, warmup=100,
-                eval_every=200, ckpt_every=100, eval_context=16, eval_horizon=16, eval_batch=8, compile=False),
-    "paper": dict(steps=200_000, batch_size=16, curriculum=((0.0, 400), (0.5, 800)), lr=3e-4, warmup=2000,
-                  eval_every=5000, ckpt_every=1000, eval_context=400, eval_horizon=400, eval_batch=4,
-                  compile=True),
+    "tiny": dict(
+        steps=30,
+        batch_size=4,
+        curriculum=((0.0, 8), (0.5, 12)),
+        lr=2e-3,
+        warmup=5,
+        eval_every=1000,
+        ckpt_every=10,
+        eval_context=4,
+        eval_horizon=4,
+        eval_batch=2,
+        compile=False,
+    ),
+    "cpu": dict(
+        steps=800,
+        batch_size=8,
+        curriculum=((0.0, 32), (0.7, 48)),
+        lr=1e-3,
+        warmup=100,
+        eval_every=200,
+        ckpt_every=100,
+        eval_context=16,
+        eval_horizon=16,
+        eval_batch=8,
+        compile=False,
+    ),
+    "paper": dict(
+        steps=200_000,
+        batch_size=16,
+        curriculum=((0.0, 400), (0.5, 800)),
+        lr=3e-4,
+        warmup=2000,
+        eval_every=5000,
+        ckpt_every=1000,
+        eval_context=400,
+        eval_horizon=400,
+        eval_batch=4,
+        compile=True,
+    ),
 }
 
 # Stage 1, the autoencoder: optimiser steps and batch size (cpu: about 3-4 minutes on 2 cores).

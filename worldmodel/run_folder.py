@@ -19,6 +19,7 @@ and recorded in ``RUN_DIR/split.json`` with the SHA-256 of every file. Every lat
 Record layout (JSON): {"folder": absolute path, "test_fraction", "seed", "train": {file name: sha256},
 "test": {file name: sha256}}.
 """
+
 from __future__ import annotations
 
 import json
@@ -71,9 +72,13 @@ def plan_split(store: EpisodeStore, run_dir: str | os.PathLike, test_fraction: f
     path = run_dir / SPLIT_FILE
     if not path.is_file():
         train, test = store.split(test_fraction=test_fraction, seed=seed)
-        record = {"folder": str(folder), "test_fraction": test_fraction, "seed": seed,
-                  "train": {p.name: file_digest(p) for p in train},
-                  "test": {p.name: file_digest(p) for p in test}}
+        record = {
+            "folder": str(folder),
+            "test_fraction": test_fraction,
+            "seed": seed,
+            "train": {p.name: file_digest(p) for p in train},
+            "test": {p.name: file_digest(p) for p in test},
+        }
         return RunSplit(store.folder, train, test, record, recorded=False)
 
     # 1. the record itself
@@ -81,12 +86,16 @@ def plan_split(store: EpisodeStore, run_dir: str | os.PathLike, test_fraction: f
         record = json.loads(path.read_text())
         recorded_train, recorded_test = dict(record["train"]), dict(record["test"])
     except (OSError, ValueError, KeyError, TypeError) as e:
-        raise ValueError(f"{path}: not a readable split record ({type(e).__name__}: {e}); it names the "
-                         "episodes this run trains and evaluates on; use a new run folder") from e
+        raise ValueError(
+            f"{path}: not a readable split record ({type(e).__name__}: {e}); it names the "
+            "episodes this run trains and evaluates on; use a new run folder"
+        ) from e
     if (record.get("test_fraction"), record.get("seed")) != (test_fraction, seed):
-        raise ValueError(f"{path}: this run's split was drawn with test_fraction={record.get('test_fraction')}, "
-                         f"seed={record.get('seed')}, not test_fraction={test_fraction}, seed={seed}; keep "
-                         "them, or use a new run folder")
+        raise ValueError(
+            f"{path}: this run's split was drawn with test_fraction={record.get('test_fraction')}, "
+            f"seed={record.get('seed')}, not test_fraction={test_fraction}, seed={seed}; keep "
+            "them, or use a new run folder"
+        )
     # 2. every recorded file present with the same content
     by_name = {p.name: p for p in store.paths}
     expected = {**recorded_train, **recorded_test}
@@ -95,26 +104,38 @@ def plan_split(store: EpisodeStore, run_dir: str | os.PathLike, test_fraction: f
     held_out = set(recorded_test)
     problems = []
     if missing:
-        kinds = "held-out and training" if held_out & set(missing) and set(missing) - held_out else (
-            "held-out" if held_out & set(missing) else "training")
+        kinds = (
+            "held-out and training"
+            if held_out & set(missing) and set(missing) - held_out
+            else ("held-out" if held_out & set(missing) else "training")
+        )
         problems.append(f"{len(missing)} recorded {kinds} episode file(s) missing: {_describe(missing)}")
     if changed:
-        problems.append(f"{len(changed)} episode file(s) changed since the run started (content hash differs): "
-                        f"{_describe(changed)}")
+        problems.append(
+            f"{len(changed)} episode file(s) changed since the run started (content hash differs): {_describe(changed)}"
+        )
     if problems:
-        raise ValueError(f"{store.folder}: does not hold the episodes this run was started with "
-                         f"(recorded in {path}, from {record.get('folder')}): " + "; ".join(problems)
-                         + ". Point --episodes at that folder, or start a new run folder")
+        raise ValueError(
+            f"{store.folder}: does not hold the episodes this run was started with "
+            f"(recorded in {path}, from {record.get('folder')}): "
+            + "; ".join(problems)
+            + ". Point --episodes at that folder, or start a new run folder"
+        )
     # 3. what differs but is harmless: another folder with the same files; files added since
     if str(folder) != record.get("folder"):
-        warnings.warn(f"episode folder {folder} is not the one this run started with ({record.get('folder')}); "
-                      f"its files match the recorded split ({path}: names and sha256), so the run continues",
-                      stacklevel=2)
+        warnings.warn(
+            f"episode folder {folder} is not the one this run started with ({record.get('folder')}); "
+            f"its files match the recorded split ({path}: names and sha256), so the run continues",
+            stacklevel=2,
+        )
     new = sorted(set(by_name) - set(expected))
     if new:
-        warnings.warn(f"{store.folder}: {len(new)} episode file(s) added since this run started are left out of "
-                      f"it (neither trained on nor held out; the split is recorded in {path}): {_describe(new)}. "
-                      "Start a new run folder to use them", stacklevel=2)
+        warnings.warn(
+            f"{store.folder}: {len(new)} episode file(s) added since this run started are left out of "
+            f"it (neither trained on nor held out; the split is recorded in {path}): {_describe(new)}. "
+            "Start a new run folder to use them",
+            stacklevel=2,
+        )
     train = [by_name[n] for n in sorted(recorded_train)]
     test = [by_name[n] for n in sorted(recorded_test)]
     return RunSplit(store.folder, train, test, record, recorded=True)
@@ -132,8 +153,10 @@ def check_frame_shapes(paths: Sequence[str | os.PathLike], shape: Sequence[int],
     for p in paths:
         got = tuple(read_header(p)["image"][0][1:])
         if got != want:
-            raise ValueError(f"{p}: frames are {'x'.join(map(str, got))}, {what} expects "
-                             f"{'x'.join(map(str, want))} (H x W x channels)")
+            raise ValueError(
+                f"{p}: frames are {'x'.join(map(str, got))}, {what} expects "
+                f"{'x'.join(map(str, want))} (H x W x channels)"
+            )
 
 
 def open_run_folder(run_dir: str | os.PathLike, what: str) -> RunLock:

@@ -13,6 +13,7 @@ None of these modifies its input (the backbone's `step` does not either), so a p
 
 Axis legend: B dreams in a batch, K dreams picked, n copies.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -65,15 +66,15 @@ def state_batch_size(state: Any) -> int:
 
 def _check_batch(x: Tensor, batch: int) -> None:
     if x.dim() == 0 or x.shape[0] != batch:
-        raise ValueError(f"backbone state tensor of shape {tuple(x.shape)} has no batch axis of {batch} "
-                         f"dreams on axis 0")
+        raise ValueError(
+            f"backbone state tensor of shape {tuple(x.shape)} has no batch axis of {batch} dreams on axis 0"
+        )
 
 
 def _check_index(index: Tensor, batch: int) -> Tensor:
     index = torch.as_tensor(index)
     if index.dim() != 1 or index.dtype not in (torch.int64, torch.int32):
-        raise ValueError(f"index must be a 1-d integer tensor of dream slots, got {index.dtype} "
-                         f"{tuple(index.shape)}")
+        raise ValueError(f"index must be a 1-d integer tensor of dream slots, got {index.dtype} {tuple(index.shape)}")
     if len(index) and (int(index.min()) < 0 or int(index.max()) >= batch):
         raise ValueError(f"index {index.tolist()} out of range for a batch of {batch} dreams")
     return index.long()
@@ -85,7 +86,8 @@ def state_take(state: Any, index: Tensor, batch: int) -> Any:
 
     def take(x: Tensor) -> Tensor:
         _check_batch(x, batch)
-        return x[index.to(x.device)]                                       # (K, ...)
+        return x[index.to(x.device)]  # (K, ...)
+
     return map_state(take, state)
 
 
@@ -94,7 +96,7 @@ def state_repeat(state: Any, n: int) -> Any:
     (``repeat_interleave``), so a planner can imagine n futures from every real history."""
     if int(n) < 1:
         raise ValueError(f"n={n!r}: expected at least one copy")
-    return map_state(lambda x: x.repeat_interleave(int(n), dim=0), state)   # (B*n, ...)
+    return map_state(lambda x: x.repeat_interleave(int(n), dim=0), state)  # (B*n, ...)
 
 
 def state_put(state: Any, index: Tensor, sub: Any, batch: int) -> Any:
@@ -113,23 +115,31 @@ def state_put(state: Any, index: Tensor, sub: Any, batch: int) -> Any:
                 raise ValueError(
                     f"backbone state {where}: cannot write dreams of shape {shape} into a batch of "
                     f"shape {tuple(x.shape)} at {len(index)} slot(s) (a cache that grows with the frames seen, "
-                    f"e.g. the causal_full baseline, cannot be refilled per dream)")
+                    f"e.g. the causal_full baseline, cannot be refilled per dream)"
+                )
             out = x.clone()
             out[index.to(x.device)] = y.to(device=x.device, dtype=x.dtype)  # (K, ...) into (B, ...)
             return out
         if isinstance(x, dict):
             if not isinstance(y, dict) or set(x) != set(y):
-                raise ValueError(f"backbone state {where}: keys differ: {sorted(x)} vs "
-                                 f"{sorted(y) if isinstance(y, dict) else type(y).__name__}")
+                raise ValueError(
+                    f"backbone state {where}: keys differ: {sorted(x)} vs "
+                    f"{sorted(y) if isinstance(y, dict) else type(y).__name__}"
+                )
             return {key: walk(x[key], y[key], f"{where}.{key}") for key in x}
         if isinstance(x, (list, tuple)):
             if not isinstance(y, (list, tuple)) or len(x) != len(y):
-                raise ValueError(f"backbone state {where}: lengths differ: {len(x)} vs "
-                                 f"{len(y) if isinstance(y, (list, tuple)) else type(y).__name__}")
+                raise ValueError(
+                    f"backbone state {where}: lengths differ: {len(x)} vs "
+                    f"{len(y) if isinstance(y, (list, tuple)) else type(y).__name__}"
+                )
             out = [walk(a, b, f"{where}[{i}]") for i, (a, b) in enumerate(zip(x, y))]
             return out if isinstance(x, list) else tuple(out)
         if x != y:
-            raise ValueError(f"backbone state {where}: a shared non-tensor value differs between dreams "
-                             f"({x!r} vs {y!r}): dreams cannot be refilled independently")
+            raise ValueError(
+                f"backbone state {where}: a shared non-tensor value differs between dreams "
+                f"({x!r} vs {y!r}): dreams cannot be refilled independently"
+            )
         return x
+
     return walk(state, sub, "state")

@@ -122,8 +122,17 @@ class TrainConfig:
             bad("variant", f"one of {VARIANTS}")
         if self.precision not in PRECISIONS:
             bad("precision", f"one of {PRECISIONS}")
-        for name in ("steps", "batch_size", "ae_steps", "ae_batch_size", "eval_every", "ckpt_every",
-                     "eval_context", "eval_horizon", "eval_batch"):
+        for name in (
+            "steps",
+            "batch_size",
+            "ae_steps",
+            "ae_batch_size",
+            "eval_every",
+            "ckpt_every",
+            "eval_context",
+            "eval_horizon",
+            "eval_batch",
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 bad(name, "an integer >= 1")
@@ -140,11 +149,19 @@ class TrainConfig:
         if not 0.0 <= self.test_fraction < 1.0:
             bad("test_fraction", "a fraction in [0, 1)")
         stages = self.curriculum
-        if (not stages or any(len(s) != 2 for s in stages) or stages[0][0] != 0.0
-                or any(not 0.0 <= f < 1.0 for f, _ in stages) or any(b[0] <= a[0] for a, b in zip(stages, stages[1:]))
-                or any(isinstance(w, bool) or not isinstance(w, int) or w < 2 for _, w in stages)):
-            bad("curriculum", "(fraction, window) pairs with fractions rising from 0.0 below 1 and windows of >= 2 "
-                              "frames, e.g. ((0.0, 32), (0.7, 48))")
+        if (
+            not stages
+            or any(len(s) != 2 for s in stages)
+            or stages[0][0] != 0.0
+            or any(not 0.0 <= f < 1.0 for f, _ in stages)
+            or any(b[0] <= a[0] for a, b in zip(stages, stages[1:]))
+            or any(isinstance(w, bool) or not isinstance(w, int) or w < 2 for _, w in stages)
+        ):
+            bad(
+                "curriculum",
+                "(fraction, window) pairs with fractions rising from 0.0 below 1 and windows of >= 2 "
+                "frames, e.g. ((0.0, 32), (0.7, 48))",
+            )
 
     def window_at(self, step: int) -> int:
         """Training window (frames) at optimiser step ``step``, from the curriculum."""
@@ -174,8 +191,7 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {name: train_config(name) for name in pr
 
 # Fields that may differ on --resume: they change what is logged, checked or how fast it runs, not what is
 # learned (`steps` may differ too, with a warning: the schedule then follows the new length).
-RESUME_FREE_FIELDS = ("precision", "compile", "eval_every", "ckpt_every", "eval_context", "eval_horizon",
-                      "eval_batch")
+RESUME_FREE_FIELDS = ("precision", "compile", "eval_every", "ckpt_every", "eval_context", "eval_horizon", "eval_batch")
 
 
 # ---------------------------------------------------------------------- data
@@ -189,8 +205,15 @@ class LatentEpisodes:
     shorter than ``min_frames`` are left out; ``keep_frames`` also keeps the uint8 frames (evaluation needs
     them). A file whose frames are not the model's size is a ValueError naming it."""
 
-    def __init__(self, model: WorldModel, paths: Sequence[str | Path], min_frames: int, desc: str = "encoding",
-                 progress: bool = True, keep_frames: bool = False):
+    def __init__(
+        self,
+        model: WorldModel,
+        paths: Sequence[str | Path],
+        min_frames: int,
+        desc: str = "encoding",
+        progress: bool = True,
+        keep_frames: bool = False,
+    ):
         self.z, self.actions, self.rewards, self.frames = [], [], [], []
         self.paths: list[Path] = []
         obs_shape = tuple(model.config.obs_shape)
@@ -200,29 +223,33 @@ class LatentEpisodes:
             n = len(ep["image"])
             longest = max(longest, n)
             if tuple(ep["image"].shape[1:]) != obs_shape:
-                raise ValueError(f"{p}: frames are {'x'.join(map(str, ep['image'].shape[1:]))}, the model "
-                                 f"expects {'x'.join(map(str, obs_shape))} (H x W x channels)")
+                raise ValueError(
+                    f"{p}: frames are {'x'.join(map(str, ep['image'].shape[1:]))}, the model "
+                    f"expects {'x'.join(map(str, obs_shape))} (H x W x channels)"
+                )
             if n < min_frames:
                 continue
-            frames = torch.from_numpy(ep["image"])                               # (T, H, W, 3) uint8
+            frames = torch.from_numpy(ep["image"])  # (T, H, W, 3) uint8
             if keep_frames:  # only evaluation needs the real frames
                 self.frames.append(frames)
-            self.z.append(model.encode_frames(frames[None])[0].cpu())            # (T, C, h, w)
+            self.z.append(model.encode_frames(frames[None])[0].cpu())  # (T, C, h, w)
             self.actions.append(torch.from_numpy(np.asarray(ep["action"]).argmax(-1)).long())
             self.rewards.append(torch.from_numpy(np.asarray(ep["reward"], dtype=np.float32)))
             self.paths.append(Path(p))
         if not self.z:
-            raise ValueError(f"no episode has the {min_frames} frames a training window needs "
-                             f"(longest of {len(paths)} episode(s): {longest} frames)")
+            raise ValueError(
+                f"no episode has the {min_frames} frames a training window needs "
+                f"(longest of {len(paths)} episode(s): {longest} frames)"
+            )
         self.lengths = torch.tensor([len(z) for z in self.z])
         self.sampler = WindowSampler(self.lengths.tolist(), names=[str(p) for p in self.paths])
 
     def sample(self, batch: int, window: int, gen: torch.Generator):
         """(z (B, T, C, h, w), actions (B, T), rewards (B, T)): ``batch`` random windows of ``window`` frames."""
-        picks = self.sampler.sample(window, batch, gen)                          # B x (episode, start)
-        z = torch.stack([self.z[e][s: s + window] for e, s in picks])
-        a = torch.stack([self.actions[e][s: s + window] for e, s in picks])
-        r = torch.stack([self.rewards[e][s: s + window] for e, s in picks])
+        picks = self.sampler.sample(window, batch, gen)  # B x (episode, start)
+        z = torch.stack([self.z[e][s : s + window] for e, s in picks])
+        a = torch.stack([self.actions[e][s : s + window] for e, s in picks])
+        r = torch.stack([self.rewards[e][s : s + window] for e, s in picks])
         return z, a, r
 
 
@@ -266,21 +293,28 @@ def _read_checkpoint(path: Path) -> dict:
     if not missing and not (isinstance(ckpt["config"], dict) and {"train", "model"} <= set(ckpt["config"])):
         missing = ["config.train", "config.model"]
     if missing:
-        raise ValueError(f"{path} is not a checkpoint of python -m worldmodel.train (missing {missing}); "
-                         "--resume continues a run this job wrote")
+        raise ValueError(
+            f"{path} is not a checkpoint of python -m worldmodel.train (missing {missing}); "
+            "--resume continues a run this job wrote"
+        )
     return ckpt
 
 
 def _check_resumable(stored: TrainConfig, cfg: TrainConfig, path: Path) -> None:
     """Refuse to resume with a training config that changes what is learned; warn when only `steps` changed."""
-    diff = {f.name for f in dataclasses.fields(TrainConfig)
-            if getattr(stored, f.name) != getattr(cfg, f.name) and f.name not in (*RESUME_FREE_FIELDS, "steps")}
+    diff = {
+        f.name
+        for f in dataclasses.fields(TrainConfig)
+        if getattr(stored, f.name) != getattr(cfg, f.name) and f.name not in (*RESUME_FREE_FIELDS, "steps")
+    }
     if diff:
         raise ValueError(f"{path}: training config differs from the checkpoint's in {sorted(diff)}")
     if stored.steps != cfg.steps:
-        warnings.warn(f"resuming with steps={cfg.steps} (checkpoint planned {stored.steps}): the learning-"
-                      "rate schedule and curriculum follow the new length, so this is not an exact resume",
-                      stacklevel=3)
+        warnings.warn(
+            f"resuming with steps={cfg.steps} (checkpoint planned {stored.steps}): the learning-"
+            "rate schedule and curriculum follow the new length, so this is not an exact resume",
+            stacklevel=3,
+        )
 
 
 def _restore_rng(ckpt: dict, gen: torch.Generator) -> None:
@@ -294,8 +328,13 @@ def _restore_rng(ckpt: dict, gen: torch.Generator) -> None:
 
 
 def train(
-    cfg: TrainConfig, episodes: str | Path, run_dir: str | Path, resume: bool = False,
-    device: str = "auto", model_cfg: WorldModelConfig | None = None, progress: bool = True,
+    cfg: TrainConfig,
+    episodes: str | Path,
+    run_dir: str | Path,
+    resume: bool = False,
+    device: str = "auto",
+    model_cfg: WorldModelConfig | None = None,
+    progress: bool = True,
     stop_after: int | None = None,
 ) -> tuple[WorldModel, dict]:
     """Train (or resume) a world model on the episode files of ``episodes`` in ``run_dir``; returns the EMA
@@ -341,8 +380,10 @@ def train(
     lengths = dict(zip(store.paths, store.lengths))
     longest = max((lengths[p] for p in split.train), default=0)
     if longest < need:
-        raise ValueError(f"{episodes}: training windows need episodes of at least {need} frames; "
-                         f"the longest of {len(split.train)} training episode(s) has {longest}")
+        raise ValueError(
+            f"{episodes}: training windows need episodes of at least {need} frames; "
+            f"the longest of {len(split.train)} training episode(s) has {longest}"
+        )
 
     # 2. the run folder, locked for the whole run
     lock = open_run_folder(run_dir, what="training")
@@ -353,8 +394,16 @@ def train(
         lock.release()
 
 
-def _fit(cfg: TrainConfig, model_cfg: WorldModelConfig, run_dir: Path, dev: torch.device, split: RunSplit,
-         ckpt: dict | None, stop_after: int | None, progress: bool) -> tuple[WorldModel, dict]:
+def _fit(
+    cfg: TrainConfig,
+    model_cfg: WorldModelConfig,
+    run_dir: Path,
+    dev: torch.device,
+    split: RunSplit,
+    ckpt: dict | None,
+    stop_after: int | None,
+    progress: bool,
+) -> tuple[WorldModel, dict]:
     """The stages of :func:`train` once everything is checked and the run folder is locked."""
     ckpt_path = run_dir / "checkpoint.pt"
     train_paths, test_paths = split.train, split.test
@@ -365,9 +414,19 @@ def _fit(cfg: TrainConfig, model_cfg: WorldModelConfig, run_dir: Path, dev: torc
     if finished:
         autoencoder = load_autoencoder(ae_path, device=dev)
     else:  # none yet, or interrupted mid-way: train (or continue) it; this job already holds the lock
-        autoencoder, _ = train_autoencoder(model_cfg.autoencoder, train_paths, test_paths, run_dir,
-                                           steps=cfg.ae_steps, batch_size=cfg.ae_batch_size, device=dev,
-                                           seed=cfg.seed, log=progress, resume=ae_path.exists(), lock=False)
+        autoencoder, _ = train_autoencoder(
+            model_cfg.autoencoder,
+            train_paths,
+            test_paths,
+            run_dir,
+            steps=cfg.ae_steps,
+            batch_size=cfg.ae_batch_size,
+            device=dev,
+            seed=cfg.seed,
+            log=progress,
+            resume=ae_path.exists(),
+            lock=False,
+        )
     check_config(model_cfg.autoencoder, config_to_dict(autoencoder.config), what=f"autoencoder {ae_path}")
     for p in autoencoder.parameters():
         p.requires_grad_(False)
@@ -389,21 +448,31 @@ def _fit(cfg: TrainConfig, model_cfg: WorldModelConfig, run_dir: Path, dev: torc
         step = int(ckpt["step"])
     atomic_write_json(run_dir / "config.json", {"train": config_to_dict(cfg), "model": config_to_dict(model_cfg)})
     model.autoencoder.eval()
-    train_data = LatentEpisodes(model, train_paths, min_frames=cfg.curriculum[0][1], desc="encoding train",
-                                progress=progress)
-    test_data = LatentEpisodes(model, test_paths, min_frames=2, desc="encoding test", progress=progress,
-                               keep_frames=True)
+    train_data = LatentEpisodes(
+        model, train_paths, min_frames=cfg.curriculum[0][1], desc="encoding train", progress=progress
+    )
+    test_data = LatentEpisodes(
+        model, test_paths, min_frames=2, desc="encoding test", progress=progress, keep_frames=True
+    )
 
     def save(step_now: int) -> None:
-        atomic_torch_save({
-            "model": model.state_dict(), "ema": ema, "optimizer": opt.state_dict(),
-            "generator": gen.get_state(), "rng": get_rng_state(),
-            "step": step_now, "config": {"train": config_to_dict(cfg), "model": config_to_dict(model_cfg)},
-        }, ckpt_path)
+        atomic_torch_save(
+            {
+                "model": model.state_dict(),
+                "ema": ema,
+                "optimizer": opt.state_dict(),
+                "generator": gen.get_state(),
+                "rng": get_rng_state(),
+                "step": step_now,
+                "config": {"train": config_to_dict(cfg), "model": config_to_dict(model_cfg)},
+            },
+            ckpt_path,
+        )
 
     writer = None
     if progress:
         from torch.utils.tensorboard import SummaryWriter  # heavy, and only for logging
+
         writer = SummaryWriter(str(run_dir / "tb"))
     bar = tqdm(total=cfg.steps, initial=step, desc="diffusion forcing", unit="it", disable=not progress)
     history: list[dict] = []
@@ -421,7 +490,7 @@ def _fit(cfg: TrainConfig, model_cfg: WorldModelConfig, run_dir: Path, dev: torc
     end = cfg.steps if stop_after is None else min(cfg.steps, step + stop_after)
     while step < end:
         window = cfg.window_at(step)
-        z, a, r = train_data.sample(cfg.batch_size, window, gen)           # (B, T, C, h, w), (B, T), (B, T)
+        z, a, r = train_data.sample(cfg.batch_size, window, gen)  # (B, T, C, h, w), (B, T), (B, T)
         for g in opt.param_groups:
             g["lr"] = warmup_cosine_lr(step, cfg.steps, cfg.lr, cfg.warmup)
         with autocast():
@@ -430,7 +499,8 @@ def _fit(cfg: TrainConfig, model_cfg: WorldModelConfig, run_dir: Path, dev: torc
             bar.close()
             raise NonFiniteLossError(
                 f"non-finite loss ({loss.item()}) at step {step}: stopped; the last good checkpoint "
-                f"{ckpt_path} (step {_ckpt_step(ckpt_path)}) was kept. Try a lower --lr.")
+                f"{ckpt_path} (step {_ckpt_step(ckpt_path)}) was kept. Try a lower --lr."
+            )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         gnorm = torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
@@ -438,7 +508,8 @@ def _fit(cfg: TrainConfig, model_cfg: WorldModelConfig, run_dir: Path, dev: torc
             bar.close()
             raise NonFiniteLossError(
                 f"non-finite gradient norm at step {step}: stopped before the update; the last good checkpoint "
-                f"{ckpt_path} (step {_ckpt_step(ckpt_path)}) was kept. Try a lower --lr.")
+                f"{ckpt_path} (step {_ckpt_step(ckpt_path)}) was kept. Try a lower --lr."
+            )
         opt.step()
         step += 1
         _ema_update(ema, model, ema_decay_at(step, cfg.ema_decay))
@@ -556,13 +627,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     if job.threads is not None:
         torch.set_num_threads(job.threads)
     try:
-        _, res = train(job.config, job.episodes, job.run_dir, resume=job.resume, device=job.device,
-                       stop_after=job.stop_after)
+        _, res = train(
+            job.config, job.episodes, job.run_dir, resume=job.resume, device=job.device, stop_after=job.stop_after
+        )
     except (ValueError, OSError, RunLockedError, NonFiniteLossError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    summary = {k: res[k] for k in ("psnr_dream_mean", "psnr_copy_last_mean", "psnr_autoencoder_mean",
-                                   "ssim_dream_mean", "reward_precision", "reward_recall") if k in res}
+    summary = {
+        k: res[k]
+        for k in (
+            "psnr_dream_mean",
+            "psnr_copy_last_mean",
+            "psnr_autoencoder_mean",
+            "ssim_dream_mean",
+            "reward_precision",
+            "reward_recall",
+        )
+        if k in res
+    }
     print(json.dumps(summary, indent=2))
     return 0
 

@@ -49,31 +49,40 @@ from .utils import (
     warmup_cosine_lr,
 )
 
-__all__ = ["AutoencoderJob", "train_autoencoder", "load_autoencoder", "evaluate_autoencoder", "load_frames",
-           "main", "parse_args"]
+__all__ = [
+    "AutoencoderJob",
+    "train_autoencoder",
+    "load_autoencoder",
+    "evaluate_autoencoder",
+    "load_frames",
+    "main",
+    "parse_args",
+]
 
 CHECKPOINT_KIND = "longdream.autoencoder/1"  # format tag stored in autoencoder.pt
 LR = 2e-3  # peak learning rate of stage 1 (every preset)
 MAX_WARMUP = 100  # learning-rate warm-up: a tenth of the run, at most this many steps
 
 
-def load_frames(paths: Sequence, max_frames: int | None = None, seed: int = 0,
-                shape: Sequence[int] | None = None) -> torch.Tensor:
+def load_frames(
+    paths: Sequence, max_frames: int | None = None, seed: int = 0, shape: Sequence[int] | None = None
+) -> torch.Tensor:
     """All frames of the episode files as uint8 (N, H, W, 3); a random subsample (kept in file order) of
     `max_frames` when set. `shape` (H, W, C): a file whose frames differ is a ValueError naming it."""
     if not paths:
         raise ValueError("no episode files to read frames from (need at least one .npz episode)")
     images = []
     for p in paths:
-        image = load_episode(p, keys=("image",))["image"]                          # (T, H, W, 3) uint8
+        image = load_episode(p, keys=("image",))["image"]  # (T, H, W, 3) uint8
         if shape is not None and tuple(image.shape[1:]) != tuple(shape):
-            raise ValueError(f"{p}: frames are {'x'.join(map(str, image.shape[1:]))}, the autoencoder expects "
-                             f"{'x'.join(map(str, shape))} (H x W x channels)")
+            raise ValueError(
+                f"{p}: frames are {'x'.join(map(str, image.shape[1:]))}, the autoencoder expects "
+                f"{'x'.join(map(str, shape))} (H x W x channels)"
+            )
         images.append(image)
-    frames = torch.from_numpy(np.concatenate(images))                              # (N, H, W, 3)
+    frames = torch.from_numpy(np.concatenate(images))  # (N, H, W, 3)
     if frames.dim() != 4 or frames.shape[-1] != 3 or frames.dtype != torch.uint8:
-        raise ValueError(f"episode images must be uint8 (T, H, W, 3), "
-                         f"got {frames.dtype} {tuple(frames.shape[1:])}")
+        raise ValueError(f"episode images must be uint8 (T, H, W, 3), got {frames.dtype} {tuple(frames.shape[1:])}")
     if max_frames is not None and len(frames) > max_frames:
         idx = torch.randperm(len(frames), generator=torch.Generator().manual_seed(seed))[:max_frames]
         frames = frames[idx.sort().values]
@@ -87,18 +96,24 @@ def evaluate_autoencoder(model: Autoencoder, frames: torch.Tensor, batch_size: i
     model.eval()
     p, s = [], []
     for i in range(0, len(frames), batch_size):
-        real = frames_to_float(frames[i: i + batch_size]).to(model.device)  # (B, 3, H, W)
+        real = frames_to_float(frames[i : i + batch_size]).to(model.device)  # (B, 3, H, W)
         rec = model.reconstruct(real)
         p.append(psnr(rec, real).cpu())
         s.append(ssim(rec, real).cpu())
     model.train(was)
     p, s = torch.cat(p), torch.cat(s)
-    return {"psnr": float(p.mean()), "ssim": float(s.mean()), "psnr_min": float(p.min()),
-            "psnr_p10": float(p.quantile(0.1)), "frames": len(frames)}
+    return {
+        "psnr": float(p.mean()),
+        "ssim": float(s.mean()),
+        "psnr_min": float(p.min()),
+        "psnr_p10": float(p.quantile(0.1)),
+        "frames": len(frames),
+    }
 
 
-def load_autoencoder(path, device: str | torch.device = "cpu", expected: AutoencoderConfig | None = None,
-                     allow_unfinished: bool = False) -> Autoencoder:
+def load_autoencoder(
+    path, device: str | torch.device = "cpu", expected: AutoencoderConfig | None = None, allow_unfinished: bool = False
+) -> Autoencoder:
     """The trained Autoencoder stored in `path` (loaded with weights_only=True), in eval mode.
 
     `expected`: raise a ValueError naming every differing field when the stored config is not this one.
@@ -114,9 +129,11 @@ def load_autoencoder(path, device: str | torch.device = "cpu", expected: Autoenc
     except RuntimeError as e:
         raise ValueError(f"{path}: weights do not fit the stored config: {e}") from e
     if not bool(model.stats_ready) and not allow_unfinished:
-        raise ValueError(f"{path} is an unfinished autoencoder run (step {ckpt.get('step')} of "
-                         f"{ckpt.get('total_steps')}, no latent statistics yet): finish it with "
-                         f"`python -m worldmodel.train_autoencoder ... --out {Path(path).parent} --resume`")
+        raise ValueError(
+            f"{path} is an unfinished autoencoder run (step {ckpt.get('step')} of "
+            f"{ckpt.get('total_steps')}, no latent statistics yet): finish it with "
+            f"`python -m worldmodel.train_autoencoder ... --out {Path(path).parent} --resume`"
+        )
     return model.to(resolve_device(device)).eval()
 
 
@@ -137,10 +154,22 @@ def _read_checkpoint(path: Path, cfg: AutoencoderConfig) -> dict:
 
 
 def train_autoencoder(
-    cfg: AutoencoderConfig, train_paths, test_paths, out_dir, steps: int, batch_size: int = 32,
-    lr: float = LR, device: str | torch.device = "auto", seed: int = 0, log: bool = True,
-    resume: bool = False, ckpt_every: int = 250, eval_every: int | None = None, max_eval_frames: int = 2048,
-    stop_after: int | None = None, lock: bool = True,
+    cfg: AutoencoderConfig,
+    train_paths,
+    test_paths,
+    out_dir,
+    steps: int,
+    batch_size: int = 32,
+    lr: float = LR,
+    device: str | torch.device = "auto",
+    seed: int = 0,
+    log: bool = True,
+    resume: bool = False,
+    ckpt_every: int = 250,
+    eval_every: int | None = None,
+    max_eval_frames: int = 2048,
+    stop_after: int | None = None,
+    lock: bool = True,
 ) -> tuple[Autoencoder, dict]:
     """Train stage 1 on the frames of `train_paths` and report reconstruction quality on `test_paths`.
 
@@ -170,8 +199,10 @@ def train_autoencoder(
     if not train_paths:
         raise ValueError("train_autoencoder: no training episodes (train_paths is empty)")
     if not test_paths:
-        raise ValueError("train_autoencoder: no held-out episodes (test_paths is empty); the report needs at "
-                         "least one episode not used for training")
+        raise ValueError(
+            "train_autoencoder: no held-out episodes (test_paths is empty); the report needs at "
+            "least one episode not used for training"
+        )
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"output folder {out_dir} is a file, not a folder")
@@ -185,18 +216,48 @@ def train_autoencoder(
 
     run_lock = open_run_folder(out_dir, what="autoencoder training") if lock else None
     try:
-        return _fit(cfg, list(train_paths), list(test_paths), out_dir, ckpt, steps=steps, batch_size=batch_size,
-                    lr=lr, dev=dev, seed=seed, log=log, ckpt_every=ckpt_every, eval_every=eval_every,
-                    max_eval_frames=max_eval_frames, stop_after=stop_after, t_call=t_call)
+        return _fit(
+            cfg,
+            list(train_paths),
+            list(test_paths),
+            out_dir,
+            ckpt,
+            steps=steps,
+            batch_size=batch_size,
+            lr=lr,
+            dev=dev,
+            seed=seed,
+            log=log,
+            ckpt_every=ckpt_every,
+            eval_every=eval_every,
+            max_eval_frames=max_eval_frames,
+            stop_after=stop_after,
+            t_call=t_call,
+        )
     finally:
         if run_lock is not None:
             run_lock.release()
 
 
-def _fit(cfg: AutoencoderConfig, train_paths: list, test_paths: list, out_dir: Path, ckpt: dict | None, *,
-         steps: int, batch_size: int, lr: float, dev: torch.device, seed: int, log: bool, ckpt_every: int,
-         eval_every: int | None, max_eval_frames: int, stop_after: int | None,
-         t_call: float) -> tuple[Autoencoder, dict]:
+def _fit(
+    cfg: AutoencoderConfig,
+    train_paths: list,
+    test_paths: list,
+    out_dir: Path,
+    ckpt: dict | None,
+    *,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    dev: torch.device,
+    seed: int,
+    log: bool,
+    ckpt_every: int,
+    eval_every: int | None,
+    max_eval_frames: int,
+    stop_after: int | None,
+    t_call: float,
+) -> tuple[Autoencoder, dict]:
     """The training of :func:`train_autoencoder` once everything is checked (and the folder locked)."""
     ckpt_path = out_dir / "autoencoder.pt"
     # 1. model, optimiser, data-order generator; restored from the checkpoint when resuming
@@ -220,10 +281,19 @@ def _fit(cfg: AutoencoderConfig, train_paths: list, test_paths: list, out_dir: P
     strip_real = frames_to_float(test_frames[strip_idx]).to(dev)  # (8, 3, H, W)
 
     def save(step_now: int) -> None:
-        atomic_torch_save({"kind": CHECKPOINT_KIND, "config": config_to_dict(cfg),
-                           "model": model.state_dict(), "optimizer": opt.state_dict(),
-                           "generator": gen.get_state(), "rng": get_rng_state(),
-                           "step": step_now, "total_steps": steps}, ckpt_path)
+        atomic_torch_save(
+            {
+                "kind": CHECKPOINT_KIND,
+                "config": config_to_dict(cfg),
+                "model": model.state_dict(),
+                "optimizer": opt.state_dict(),
+                "generator": gen.get_state(),
+                "rng": get_rng_state(),
+                "step": step_now,
+                "total_steps": steps,
+            },
+            ckpt_path,
+        )
 
     writer = None
     if log:
@@ -241,8 +311,9 @@ def _fit(cfg: AutoencoderConfig, train_paths: list, test_paths: list, out_dir: P
     step_start = step
     t_log, n_log = time.perf_counter(), 0
     model.train()
-    bar = tqdm(total=steps, initial=min(step, steps), desc="autoencoder", unit="step", disable=not log,
-               dynamic_ncols=True)
+    bar = tqdm(
+        total=steps, initial=min(step, steps), desc="autoencoder", unit="step", disable=not log, dynamic_ncols=True
+    )
     while step < steps:
         if stop_after is not None and step >= stop_after:
             bar.close()
@@ -257,7 +328,8 @@ def _fit(cfg: AutoencoderConfig, train_paths: list, test_paths: list, out_dir: P
             bar.close()
             raise FloatingPointError(
                 f"autoencoder loss is {logs['ae/loss']} at step {step}; stopped. The last good checkpoint "
-                f"({ckpt_path if ckpt_path.exists() else 'none written yet'}) was kept; try a lower --lr.")
+                f"({ckpt_path if ckpt_path.exists() else 'none written yet'}) was kept; try a lower --lr."
+            )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -384,8 +456,9 @@ def parse_args(argv: Sequence[str] | None = None) -> AutoencoderJob:
     argv = sys.argv[1:] if argv is None else list(argv)
     preset = presets.preset_from_argv(argv)
     stage1 = presets.AUTOENCODER_TRAINING[preset]
-    default = AutoencoderJob(preset=preset, episodes=tyro.MISSING, out=tyro.MISSING, steps=stage1["steps"],
-                             batch_size=stage1["batch_size"])
+    default = AutoencoderJob(
+        preset=preset, episodes=tyro.MISSING, out=tyro.MISSING, steps=stage1["steps"], batch_size=stage1["batch_size"]
+    )
     return tyro.cli(AutoencoderJob, args=argv, default=default, prog="python -m worldmodel.train_autoencoder")
 
 
@@ -406,14 +479,25 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise FileExistsError(f"{ckpt} exists: pass --resume to continue it, or choose a new --out")
         cfg = autoencoder_config(job.preset)
         split = plan_split(store, job.out, test_fraction=job.test_fraction, seed=job.seed)
-        check_frame_shapes(split.train + split.test, (cfg.image_size, cfg.image_size, cfg.image_channels),
-                           what="the autoencoder")
+        check_frame_shapes(
+            split.train + split.test, (cfg.image_size, cfg.image_size, cfg.image_channels), what="the autoencoder"
+        )
         run_lock = open_run_folder(job.out, what="autoencoder training")
         try:
             write_split(job.out, split)
-            _, report = train_autoencoder(cfg, split.train, split.test, job.out, steps=job.steps,
-                                          batch_size=job.batch_size, lr=job.lr, device=job.device, seed=job.seed,
-                                          resume=job.resume, lock=False)
+            _, report = train_autoencoder(
+                cfg,
+                split.train,
+                split.test,
+                job.out,
+                steps=job.steps,
+                batch_size=job.batch_size,
+                lr=job.lr,
+                device=job.device,
+                seed=job.seed,
+                resume=job.resume,
+                lock=False,
+            )
         finally:
             run_lock.release()
     except (ValueError, OSError, FloatingPointError, RunLockedError) as e:

@@ -5,6 +5,7 @@ atomic checkpoints, config checks (from worldmodel/config.py) and image strips (
 Axis legend: B batch, T time, C channels, H x W height x width. Images handed to the strip helpers are float
 (B, 3, H, W) in [0, 1] or uint8 (B, H, W, 3).
 """
+
 from __future__ import annotations
 
 import io
@@ -49,7 +50,7 @@ __all__ = [
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """"auto" -> cuda if available, else mps if available, else cpu; anything else goes to torch.device."""
+    """ "auto" -> cuda if available, else mps if available, else cpu; anything else goes to torch.device."""
     if isinstance(device, torch.device):
         return device
     if device == "auto":
@@ -62,8 +63,7 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     try:
         dev = torch.device(device)
     except RuntimeError as e:
-        raise ValueError(f"device={device!r} is not a valid torch device "
-                         "(use 'auto', 'cpu', 'cuda', ...)") from e
+        raise ValueError(f"device={device!r} is not a valid torch device (use 'auto', 'cpu', 'cuda', ...)") from e
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={device!r} requested but CUDA is not available here (use device='auto')")
     return dev
@@ -181,7 +181,7 @@ def image_strip(*rows: torch.Tensor | np.ndarray, error: bool = True, gap: int =
     grid = np.full((len(imgs) * (h + gap) - gap, b * (w + gap) - gap, 3), 255, dtype=np.uint8)
     for r, im in enumerate(imgs):
         for c in range(b):
-            grid[r * (h + gap): r * (h + gap) + h, c * (w + gap): c * (w + gap) + w] = im[c]
+            grid[r * (h + gap) : r * (h + gap) + h, c * (w + gap) : c * (w + gap) + w] = im[c]
     return grid
 
 

@@ -1,4 +1,5 @@
 """A fake Memory Maze for collection tests (the GenericTestEnv pattern: injectable reset and step, no MuJoCo)."""
+
 import time
 
 import gymnasium
@@ -22,10 +23,14 @@ def frame_of(t: int, action: int, seed: int) -> np.ndarray:
 def state_info(env, t: int) -> dict:
     """Memory Maze's state keys (shapes and dtypes of the 5x5 case), the agent walking along x one cell a step."""
     return {
-        "agent_pos": np.array([0.5 + t % SIZE, 0.5]), "agent_dir": np.array([1.0, 0.0]),
-        "maze_layout": np.ones((SIZE, SIZE), np.uint8), "target_color": np.array([1.0, 0.0, 0.0]),
-        "target_pos": np.array([2.5, 2.5]), "target_vec": np.zeros(2),
-        "targets_pos": np.full((N_TARGETS, 2), 2.5), "targets_vec": np.zeros((N_TARGETS, 2)),
+        "agent_pos": np.array([0.5 + t % SIZE, 0.5]),
+        "agent_dir": np.array([1.0, 0.0]),
+        "maze_layout": np.ones((SIZE, SIZE), np.uint8),
+        "target_color": np.array([1.0, 0.0, 0.0]),
+        "target_pos": np.array([2.5, 2.5]),
+        "target_vec": np.zeros(2),
+        "targets_pos": np.full((N_TARGETS, 2), 2.5),
+        "targets_vec": np.zeros((N_TARGETS, 2)),
     }
 
 
@@ -46,8 +51,14 @@ class FakeMazeEnv(gymnasium.Env):
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 4}
 
-    def __init__(self, reset_func=default_reset, step_func=default_step, step_seconds: float = 0.0,
-                 fast: bool = True, render_mode=None):
+    def __init__(
+        self,
+        reset_func=default_reset,
+        step_func=default_step,
+        step_seconds: float = 0.0,
+        fast: bool = True,
+        render_mode=None,
+    ):
         self.observation_space = spaces.Box(0, 255, (64, 64, 3), np.uint8)
         self.action_space = spaces.Discrete(6)
         self.reset_func, self.step_func, self.step_seconds = reset_func, step_func, step_seconds
@@ -74,5 +85,10 @@ class FakeMazeEnv(gymnasium.Env):
 
 for _id, _seconds in ((FAKE_ID, 0.0), (SLOW_ID, 0.02)):
     if _id not in gymnasium.registry:
-        gymnasium.register(_id, entry_point=FakeMazeEnv, kwargs={"step_seconds": _seconds}, max_episode_steps=STEPS,
-                           disable_env_checker=True)
+        gymnasium.register(
+            _id,
+            entry_point=FakeMazeEnv,
+            kwargs={"step_seconds": _seconds},
+            max_episode_steps=STEPS,
+            disable_env_checker=True,
+        )

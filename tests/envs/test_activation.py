@@ -1,4 +1,5 @@
 """The vectorised TargetSphere activation check equals dm_control's stock loop."""
+
 from types import SimpleNamespace
 
 import numpy as np

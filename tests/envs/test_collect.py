@@ -1,4 +1,5 @@
 """Collection: file contents, replay, the revisit policy, resuming, checks before writing, locks, workers dying."""
+
 import json
 import os
 import re
@@ -39,15 +40,26 @@ def test_collect_two_episodes_reload_and_replay(tmp_path, capsys):
     assert [p.name for p in store.paths] == ["ep_00000.npz", "ep_00001.npz"] and store.lengths == [31, 31]
     manifest = json.loads((out / "manifest.json").read_text())
     assert {k: manifest[k] for k in ("env", "seed", "policy", "steps")} == {
-        "env": ENV, "seed": 3, "policy": "explore", "steps": 30}
+        "env": ENV,
+        "seed": 3,
+        "policy": "explore",
+        "steps": 30,
+    }
     assert manifest["versions"]["memory-maze"] == "1.0.3"
 
-    shapes = {"image": ((31, 64, 64, 3), np.uint8), "action": ((31, 6), np.float32),
-              "reward": ((31,), np.float32), "maze_layout": ((31, 9, 9), np.uint8),
-              "agent_pos": ((31, 2), np.float64),
-              "agent_dir": ((31, 2), np.float64), "targets_pos": ((31, 3, 2), np.float64),
-              "targets_vec": ((31, 3, 2), np.float64), "target_pos": ((31, 2), np.float64),
-              "target_vec": ((31, 2), np.float64), "target_color": ((31, 3), np.float64)}
+    shapes = {
+        "image": ((31, 64, 64, 3), np.uint8),
+        "action": ((31, 6), np.float32),
+        "reward": ((31,), np.float32),
+        "maze_layout": ((31, 9, 9), np.uint8),
+        "agent_pos": ((31, 2), np.float64),
+        "agent_dir": ((31, 2), np.float64),
+        "targets_pos": ((31, 3, 2), np.float64),
+        "targets_vec": ((31, 3, 2), np.float64),
+        "target_pos": ((31, 2), np.float64),
+        "target_vec": ((31, 2), np.float64),
+        "target_color": ((31, 3), np.float64),
+    }
     episodes = [load_episode(p) for p in store.paths]
     for data in episodes:
         assert set(data) == set(OFFICIAL_KEYS)
@@ -82,13 +94,15 @@ def test_collect_two_episodes_reload_and_replay(tmp_path, capsys):
 def test_revisit_episode_retraces_outward_cells(tmp_path):
     """A revisit episode's return half passes back through the outward cells and ends where it started."""
     out = tmp_path / "rv"
-    collect(CollectConfig(env=ENV, episodes=1, steps=90, out=str(out), seed=11, policy="revisit",
-                          revisit_steps=30), progress=False)
+    collect(
+        CollectConfig(env=ENV, episodes=1, steps=90, out=str(out), seed=11, policy="revisit", revisit_steps=30),
+        progress=False,
+    )
     data = load_episode(out / "ep_00000.npz")
     phase = data["phase"]
     back = np.flatnonzero(phase == 1)
     assert back[0] == 31  # frames 0..30 are outward, the action into frame 31 starts the return
-    end = back[0] + int(np.argmax(phase[back[0]:] == 0)) if (phase[back[0]:] == 0).any() else len(phase)
+    end = back[0] + int(np.argmax(phase[back[0] :] == 0)) if (phase[back[0] :] == 0).any() else len(phase)
     assert end < len(phase), "the return did not reach the start cell within the episode"
     outward, returning = _cells(data, range(0, back[0])), _cells(data, range(back[0], end))
     assert set(returning) <= set(outward)
@@ -104,8 +118,24 @@ def test_revisit_episode_retraces_outward_cells(tmp_path):
 def test_killed_collection_resumes_without_duplicates(tmp_path):
     """A killed collection leaves no partial file under a final name; re-running does only what is missing."""
     out = tmp_path / "kill"
-    cmd = [sys.executable, "-m", "envs.collect", "--env", ENV, "--episodes", "3", "--steps", "20", "--out",
-           str(out), "--workers", "1", "--seed", "0", "--quiet"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "envs.collect",
+        "--env",
+        ENV,
+        "--episodes",
+        "3",
+        "--steps",
+        "20",
+        "--out",
+        str(out),
+        "--workers",
+        "1",
+        "--seed",
+        "0",
+        "--quiet",
+    ]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 180
     while not (out / "ep_00000.npz").exists() and time.time() < deadline and proc.poll() is None:
@@ -120,11 +150,15 @@ def test_killed_collection_resumes_without_duplicates(tmp_path):
     if len(finished) < 3:  # simulate a temp file the kill left behind (of a dead pid)
         (out / f".ep_{len(finished):05d}.npz.999999999.tmp").write_bytes(b"partial")
 
-    summary = collect(CollectConfig(env=ENV, episodes=3, steps=20, out=str(out), workers=1, seed=0),
-                      progress=False)
+    summary = collect(CollectConfig(env=ENV, episodes=3, steps=20, out=str(out), workers=1, seed=0), progress=False)
     assert summary["skipped"] == len(before) and summary["collected"] == 3 - len(before)
-    assert sorted(p.name for p in out.iterdir()) == [LOCK_FILE, "ep_00000.npz", "ep_00001.npz", "ep_00002.npz",
-                                                     "manifest.json"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        LOCK_FILE,
+        "ep_00000.npz",
+        "ep_00001.npz",
+        "ep_00002.npz",
+        "manifest.json",
+    ]
     assert {n: (out / n).stat().st_mtime_ns for n in before} == before  # finished episodes were not redone
     assert EpisodeStore(out).lengths == [21, 21, 21]
 
@@ -159,6 +193,7 @@ def test_collect_episode_aligns_actions_rewards_and_frames():
 
 def test_collect_episode_refuses_an_early_end_and_an_env_without_state():
     """An env that ends before `steps` and one whose info lacks Memory Maze's state keys fail with clear errors."""
+
     def ends_at_3(env, action):
         frame, reward, _, _, info = default_step(env, action)
         return frame, reward, env.t >= 3, False, info
@@ -178,14 +213,16 @@ def test_a_refused_command_writes_nothing_and_the_corrected_one_is_accepted(tmp_
     """Bad arguments fail with one line and exit 2 before the folder or its manifest is touched; the fix then runs."""
     out = tmp_path / "new"
     base = ["--env", FAKE, "--episodes", "2", "--steps", "5", "--policy", "explore", "--quiet"]
-    for bad, message in ((["--noise", "-0.5"], "--noise -0.5: expected a probability in [0, 1]"),
-                         (["--seed", "-1"], "--seed -1: expected >= 0"),
-                         (["--seed", str(2**32 - 1)], "the episode seeds SEED..SEED+1 must stay <= 4294967295"),
-                         (["--episodes", "0"], "--episodes 0: expected >= 1"),
-                         (["--workers", "0"], "--workers 0: expected >= 1"),
-                         (["--steps", "61"], "--steps 61: expected 1..60"),
-                         (["--revisit-steps", "0"], "--revisit-steps 0: expected 1..5"),
-                         (["--env", "CartPole-v1"], "'CartPole-v1': expected a longdream/MemoryMaze-* id")):
+    for bad, message in (
+        (["--noise", "-0.5"], "--noise -0.5: expected a probability in [0, 1]"),
+        (["--seed", "-1"], "--seed -1: expected >= 0"),
+        (["--seed", str(2**32 - 1)], "the episode seeds SEED..SEED+1 must stay <= 4294967295"),
+        (["--episodes", "0"], "--episodes 0: expected >= 1"),
+        (["--workers", "0"], "--workers 0: expected >= 1"),
+        (["--steps", "61"], "--steps 61: expected 1..60"),
+        (["--revisit-steps", "0"], "--revisit-steps 0: expected 1..5"),
+        (["--env", "CartPole-v1"], "'CartPole-v1': expected a longdream/MemoryMaze-* id"),
+    ):
         assert main([*base, "--out", str(out), *bad]) == 2, bad
         err = capsys.readouterr().err
         assert err == f"error: {message}\n" or message in err and err.count("\n") == 1, (bad, err)
@@ -205,8 +242,10 @@ def test_out_that_is_a_file_or_unwritable_is_a_one_line_error(tmp_path):
     afile.write_bytes(b"data")
     cmd = [sys.executable, "-m", "envs.collect", "--env", FAKE, "--episodes", "1", "--steps", "5", "--quiet"]
     proc = subprocess.run([*cmd, "--out", str(afile)], cwd=ROOT, env=SUBPROCESS_ENV, capture_output=True, text=True)
-    assert (proc.returncode, proc.stderr) == (2, f"error: --out {afile}: is a file, not a folder; choose a folder "
-                                                 "for the episodes\n")
+    assert (proc.returncode, proc.stderr) == (
+        2,
+        f"error: --out {afile}: is a file, not a folder; choose a folder for the episodes\n",
+    )
     assert afile.read_bytes() == b"data"
     with read_only_folder() as ro:
         for out in (ro, ro / "sub"):  # an existing read-only folder, and a new folder inside one
@@ -219,8 +258,10 @@ def test_out_that_is_a_file_or_unwritable_is_a_one_line_error(tmp_path):
 def test_a_second_collection_into_a_busy_folder_is_refused_naming_the_first(tmp_path, capsys):
     """While a collection holds the folder, another one exits 2 naming its pid; afterwards the folder is free."""
     out = tmp_path / "busy"
-    hold = ("import sys, time\nfrom envs.fileio import RunLock\nRunLock(sys.argv[1], what='collection').acquire()\n"
-            "print('held', flush=True)\ntime.sleep(120)\n")
+    hold = (
+        "import sys, time\nfrom envs.fileio import RunLock\nRunLock(sys.argv[1], what='collection').acquire()\n"
+        "print('held', flush=True)\ntime.sleep(120)\n"
+    )
     holder = subprocess.Popen([sys.executable, "-c", hold, str(out)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     args = ["--env", FAKE, "--episodes", "1", "--steps", "5", "--policy", "random", "--out", str(out), "--quiet"]
     try:
@@ -252,11 +293,19 @@ def test_help_shows_each_option_once_with_its_doc(monkeypatch, capsys):
         main(["--help"])
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
-    for flag, doc in (("--env", "Gymnasium id"), ("--episodes", "Number of episodes"), ("--steps", "Actions per"),
-                      ("--out", "Output folder"), ("--workers", "Worker processes"), ("--seed", "Episode i uses"),
-                      ("--policy", "explore: BFS"), ("--noise", "Probability of a random action"),
-                      ("--revisit-steps", "outward steps"), ("--no-fast", "exact speed-ups"),
-                      ("--quiet", "No progress bar")):
+    for flag, doc in (
+        ("--env", "Gymnasium id"),
+        ("--episodes", "Number of episodes"),
+        ("--steps", "Actions per"),
+        ("--out", "Output folder"),
+        ("--workers", "Worker processes"),
+        ("--seed", "Episode i uses"),
+        ("--policy", "explore: BFS"),
+        ("--noise", "Probability of a random action"),
+        ("--revisit-steps", "outward steps"),
+        ("--no-fast", "exact speed-ups"),
+        ("--quiet", "No progress bar"),
+    ):
         assert len(re.findall(rf"{flag}\b", text)) >= 1 and text.count(doc) == 1, (flag, doc)
     assert not re.search(r"\(default: [^)]*\)[^\n]*\(default:", text)
 
@@ -264,14 +313,55 @@ def test_help_shows_each_option_once_with_its_doc(monkeypatch, capsys):
 def test_flags_of_the_makefile_and_readme_parse(tmp_path, monkeypatch):
     """The documented flag spellings (--no-fast, --quiet, --revisit-steps, ...) reach the collection settings."""
     seen = {}
-    monkeypatch.setattr("envs.collect.collect", lambda cfg, progress: seen.update(cfg=cfg, progress=progress) or {
-        "out": cfg.out, "collected": 0, "skipped": 0, "steps": 0, "seconds": 0.0})
-    assert main(["--env", ENV, "--episodes", "3", "--steps", "40", "--out", str(tmp_path), "--workers", "2",
-                 "--seed", "9", "--policy", "revisit", "--noise", "0.2", "--revisit-steps", "10", "--no-fast",
-                 "--quiet"]) == 0
-    assert seen == {"cfg": CollectConfig(env=ENV, episodes=3, steps=40, out=str(tmp_path), workers=2, seed=9,
-                                         policy="revisit", noise=0.2, revisit_steps=10, fast=False),
-                    "progress": False}
+    monkeypatch.setattr(
+        "envs.collect.collect",
+        lambda cfg, progress: (
+            seen.update(cfg=cfg, progress=progress)
+            or {"out": cfg.out, "collected": 0, "skipped": 0, "steps": 0, "seconds": 0.0}
+        ),
+    )
+    assert (
+        main(
+            [
+                "--env",
+                ENV,
+                "--episodes",
+                "3",
+                "--steps",
+                "40",
+                "--out",
+                str(tmp_path),
+                "--workers",
+                "2",
+                "--seed",
+                "9",
+                "--policy",
+                "revisit",
+                "--noise",
+                "0.2",
+                "--revisit-steps",
+                "10",
+                "--no-fast",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    assert seen == {
+        "cfg": CollectConfig(
+            env=ENV,
+            episodes=3,
+            steps=40,
+            out=str(tmp_path),
+            workers=2,
+            seed=9,
+            policy="revisit",
+            noise=0.2,
+            revisit_steps=10,
+            fast=False,
+        ),
+        "progress": False,
+    }
 
 
 # ---------------------------------------------------------------------- workers die with the collection
@@ -308,10 +398,33 @@ def test_workers_die_with_the_collection(tmp_path, how):
     """kill -9, SIGTERM or a terminal's Ctrl-C to a 2-worker collection: the workers are gone within seconds; the
     last two stop with one line (no traceback) and exit codes 143 / 130; finished episodes are whole."""
     out = tmp_path / "eps"
-    cmd = [sys.executable, "-m", "envs.collect", "--env", f"fake_env:{SLOW_ID}", "--episodes", "500", "--steps",
-           "50", "--out", str(out), "--workers", "2", "--policy", "random", "--quiet"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=SUBPROCESS_ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "envs.collect",
+        "--env",
+        f"fake_env:{SLOW_ID}",
+        "--episodes",
+        "500",
+        "--steps",
+        "50",
+        "--out",
+        str(out),
+        "--workers",
+        "2",
+        "--policy",
+        "random",
+        "--quiet",
+    ]
+    proc = subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        env=SUBPROCESS_ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         deadline = time.time() + 120
         workers = []
@@ -348,13 +461,16 @@ def test_workers_die_with_the_collection(tmp_path, how):
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc to see the worker process")
 def test_watchdog_ends_a_worker_whose_parent_is_gone_without_prctl(tmp_path):
     """Where the kernel cannot kill a worker with its parent (no prctl), the watchdog thread ends it."""
-    worker = ("import sys, time\nimport envs.collect as c\nc._set_parent_death_signal = lambda: None\n"
-              "c._init_worker(int(sys.argv[1]))\nprint('ready', flush=True)\ntime.sleep(60)\n")
-    parent = ("import subprocess, sys\np = subprocess.Popen([sys.executable, '-c', sys.argv[1], str(__import__('os')"
-              ".getpid())], stdout=subprocess.PIPE, text=True)\nassert p.stdout.readline().strip() == 'ready'\n"
-              "print(p.pid, flush=True)\n")
-    proc = subprocess.run([sys.executable, "-c", parent, worker], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120)
+    worker = (
+        "import sys, time\nimport envs.collect as c\nc._set_parent_death_signal = lambda: None\n"
+        "c._init_worker(int(sys.argv[1]))\nprint('ready', flush=True)\ntime.sleep(60)\n"
+    )
+    parent = (
+        "import subprocess, sys\np = subprocess.Popen([sys.executable, '-c', sys.argv[1], str(__import__('os')"
+        ".getpid())], stdout=subprocess.PIPE, text=True)\nassert p.stdout.readline().strip() == 'ready'\n"
+        "print(p.pid, flush=True)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", parent, worker], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     pid = int(proc.stdout.strip())
     deadline = time.time() + 5

@@ -44,7 +44,7 @@ def env(model, real_episodes):
 
 def _window(folder, name, start, length):
     ep = load_episode(folder / name)
-    return ep["image"][start: start + length], ep["action"][start: start + length].argmax(-1)
+    return ep["image"][start : start + length], ep["action"][start : start + length].argmax(-1)
 
 
 # ---------------------------------------------------------------------- DreamEnv
@@ -52,8 +52,9 @@ def _window(folder, name, start, length):
 
 def test_make_gives_the_real_envs_spaces_and_resets_on_a_real_context(checkpoint, real_episodes):
     """gymnasium.make: the real env's spaces; reset returns the last frame of the real window it names."""
-    env = gymnasium.make("longdream/Dream-v0", checkpoint=checkpoint, episodes=real_episodes, device="cpu",
-                         context_frames=CONTEXT)
+    env = gymnasium.make(
+        "longdream/Dream-v0", checkpoint=checkpoint, episodes=real_episodes, device="cpu", context_frames=CONTEXT
+    )
     real = gymnasium.make("longdream/MemoryMaze-9x9-v0")
     assert env.observation_space == real.observation_space == spaces.Box(0, 255, (64, 64, 3), np.uint8)
     assert env.action_space == real.action_space == spaces.Discrete(6)
@@ -84,8 +85,12 @@ def test_step_equals_the_models_rollout_from_the_same_context_and_seed(env, mode
     actions = [1, 1, 2, 3, 4, 5, 0]
     got = [env.step(a) for a in actions]
     frames, acts = _window(real_episodes, "ep_00000.npz", 10, CONTEXT)
-    ref = model.rollout(torch.from_numpy(frames)[None], torch.from_numpy(acts)[None].long(),
-                        torch.tensor([actions]), generator=torch.Generator().manual_seed(seed))
+    ref = model.rollout(
+        torch.from_numpy(frames)[None],
+        torch.from_numpy(acts)[None].long(),
+        torch.tensor([actions]),
+        generator=torch.Generator().manual_seed(seed),
+    )
     for i, (obs, reward, *_rest) in enumerate(got):
         np.testing.assert_array_equal(obs, ref["frames"][0, i].numpy())
         assert reward == float(ref["rewards"][0, i])
@@ -93,6 +98,7 @@ def test_step_equals_the_models_rollout_from_the_same_context_and_seed(env, mode
 
 def test_same_seed_same_frames_and_render(env):
     """Same seed and actions -> same context and frames, another seed -> others; render() = latest frame."""
+
     def run(seed):
         obs, info = env.reset(seed=seed)
         frames = [obs]
@@ -134,8 +140,9 @@ def test_gymnasium_and_sb3_env_checkers_pass(model, real_episodes):
     from gymnasium.utils.env_checker import check_env as gym_check
     from stable_baselines3.common.env_checker import check_env as sb3_check
 
-    made = gymnasium.make("longdream/Dream-v0", checkpoint=model, episodes=real_episodes,
-                          context_frames=CONTEXT, max_episode_steps=20)
+    made = gymnasium.make(
+        "longdream/Dream-v0", checkpoint=model, episodes=real_episodes, context_frames=CONTEXT, max_episode_steps=20
+    )
     gym_check(made.unwrapped, skip_render_check=False)  # the spec lets it also build each render mode
     sb3_check(DreamEnv(model, real_episodes, context_frames=CONTEXT, max_episode_steps=20), warn=True)
 
@@ -172,8 +179,7 @@ def test_step_before_reset_is_an_error(model, real_episodes):
     env = DreamEnv(model, real_episodes, context_frames=CONTEXT)
     with pytest.raises(RuntimeError, match="reset"):
         env.step(0)
-    made = gymnasium.make("longdream/Dream-v0", checkpoint=model, episodes=real_episodes,
-                          context_frames=CONTEXT)
+    made = gymnasium.make("longdream/Dream-v0", checkpoint=model, episodes=real_episodes, context_frames=CONTEXT)
     with pytest.raises(gymnasium.error.ResetNeeded):
         made.step(0)
 
@@ -280,8 +286,9 @@ def test_vector_partial_reset_and_bad_input(model, real_episodes):
     for _ in range(2):
         vec.step(np.array([1, 1, 1]))
     frames, acts = _window(real_episodes, "ep_00002.npz", 20, CONTEXT)
-    obs, info = vec.reset(options={"reset_mask": np.array([False, True, False]), "frames": frames[None],
-                                   "actions": acts[None]})
+    obs, info = vec.reset(
+        options={"reset_mask": np.array([False, True, False]), "frames": frames[None], "actions": acts[None]}
+    )
     assert list(info["step"]) == [2, 0, 2] and info["context_source"][1] == "user"
     np.testing.assert_array_equal(obs[1], frames[-1])
     with pytest.raises(ValueError, match=r"actions\[2\]=6"):
@@ -292,8 +299,14 @@ def test_vector_partial_reset_and_bad_input(model, real_episodes):
 
 def test_make_vec_uses_the_vector_entry_point(model, real_episodes):
     """gymnasium.make_vec(vectorization_mode='vector_entry_point') builds a DreamVectorEnv."""
-    vec = gymnasium.make_vec("longdream/Dream-v0", num_envs=2, vectorization_mode="vector_entry_point",
-                             checkpoint=model, episodes=real_episodes, context_frames=CONTEXT)
+    vec = gymnasium.make_vec(
+        "longdream/Dream-v0",
+        num_envs=2,
+        vectorization_mode="vector_entry_point",
+        checkpoint=model,
+        episodes=real_episodes,
+        context_frames=CONTEXT,
+    )
     assert isinstance(vec.unwrapped, DreamVectorEnv) and vec.num_envs == 2
     obs, _ = vec.reset(seed=0)
     assert obs.shape == (2, 64, 64, 3)
@@ -304,10 +317,19 @@ def test_sb3_ppo_cnn_trains_on_the_vector_env(model, real_episodes):
     from stable_baselines3 import PPO
     from stable_baselines3.common.vec_env import VecMonitor
 
-    venv = VecMonitor(DreamSB3VecEnv(DreamVectorEnv(model, real_episodes, num_envs=2, context_frames=CONTEXT,
-                                                    max_episode_steps=16)))
-    agent = PPO("CnnPolicy", venv, n_steps=32, batch_size=32, n_epochs=1, seed=0, device="cpu",
-                policy_kwargs={"features_extractor_kwargs": {"features_dim": 32}})
+    venv = VecMonitor(
+        DreamSB3VecEnv(DreamVectorEnv(model, real_episodes, num_envs=2, context_frames=CONTEXT, max_episode_steps=16))
+    )
+    agent = PPO(
+        "CnnPolicy",
+        venv,
+        n_steps=32,
+        batch_size=32,
+        n_epochs=1,
+        seed=0,
+        device="cpu",
+        policy_kwargs={"features_extractor_kwargs": {"features_dim": 32}},
+    )
     before = [p.detach().clone() for p in agent.policy.parameters()]
     agent.learn(total_timesteps=128)
     assert agent.num_timesteps == 128
@@ -319,8 +341,10 @@ def test_sb3_ppo_cnn_trains_on_the_vector_env(model, real_episodes):
 def test_import_envs_registers_the_dream_id_without_importing_torch():
     """`import envs` alone registers longdream/Dream-v0 with string entry points, in a fresh interpreter that
     then has no torch (nor the world model) imported; the entry points load DreamEnv and DreamVectorEnv."""
-    code = ("import sys, gymnasium, envs; spec = gymnasium.spec('longdream/Dream-v0'); "
-            "print(spec.entry_point, spec.vector_entry_point, 'torch' in sys.modules, 'worldmodel' in sys.modules)")
+    code = (
+        "import sys, gymnasium, envs; spec = gymnasium.spec('longdream/Dream-v0'); "
+        "print(spec.entry_point, spec.vector_entry_point, 'torch' in sys.modules, 'worldmodel' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["envs.dream:DreamEnv", "envs.dream_vector:DreamVectorEnv", "False", "False"]
     spec = gymnasium.spec("longdream/Dream-v0")
@@ -344,17 +368,16 @@ def test_bad_episode_is_reported_at_the_draw_not_at_random(model, real_episodes,
     folder = _copy_folder(real_episodes, tmp_path / "eps")
     ep = load_episode(folder / "ep_00001.npz")
     ep["reward"][5] = np.nan
-    np.savez_compressed(folder / "ep_00001.npz", **ep)   # raw write: save_episode would refuse it
+    np.savez_compressed(folder / "ep_00001.npz", **ep)  # raw write: save_episode would refuse it
     env = DreamEnv(model, folder, context_frames=CONTEXT)
     with pytest.raises(EpisodeError, match=r"ep_00001\.npz: 'reward' has non-finite values"):
         env.reset(options={"episode": 1})
     with pytest.raises(ResetNeeded):
-        env.step(0)   # the failed reset left no half-started episode
+        env.step(0)  # the failed reset left no half-started episode
     with pytest.warns(UserWarning, match=r"skipped 1 bad episode file\(s\): ep_00001\.npz"):
-        lenient = DreamVectorEnv(model, folder, num_envs=4, context_frames=CONTEXT, max_episode_steps=2,
-                                 skip_bad=True)
+        lenient = DreamVectorEnv(model, folder, num_envs=4, context_frames=CONTEXT, max_episode_steps=2, skip_bad=True)
         lenient.reset(seed=0)
-        for _ in range(6):   # autoresets draw many contexts: none from the bad file, no error
+        for _ in range(6):  # autoresets draw many contexts: none from the bad file, no error
             _, _, _, _, info = lenient.step(np.zeros(4, np.int64))
             assert all("ep_00001" not in s["episode"] for s in info["context_source"])
     assert [p.name for p, _ in lenient.core.contexts.store.bad] == ["ep_00001.npz"]
@@ -368,8 +391,9 @@ def test_bad_episode_is_reported_at_the_draw_not_at_random(model, real_episodes,
 def test_step_after_a_failed_first_reset_through_make_asks_for_reset(checkpoint, real_episodes):
     """Through gymnasium.make, a first reset() that fails leaves step() saying "call reset()", not a TypeError
     from Gymnasium's passive checker."""
-    env = gymnasium.make("longdream/Dream-v0", checkpoint=checkpoint, episodes=real_episodes, device="cpu",
-                         context_frames=CONTEXT)
+    env = gymnasium.make(
+        "longdream/Dream-v0", checkpoint=checkpoint, episodes=real_episodes, device="cpu", context_frames=CONTEXT
+    )
     with pytest.raises(ValueError, match="unknown reset option"):
         env.reset(options={"bogus": 1})
     with pytest.raises(gymnasium.error.ResetNeeded, match="reset"):
@@ -378,25 +402,31 @@ def test_step_after_a_failed_first_reset_through_make_asks_for_reset(checkpoint,
     assert env.step(1)[0].shape == (64, 64, 3)
 
 
-@pytest.mark.parametrize("options, message", [
-    ({"episode": True}, r"options\['episode'\]=True: expected an episode index"),
-    ({"episode": 0, "start": 2.7}, r"options\['start'\]=2.7: expected an integer"),
-    ({"episode": 0, "start": "3"}, r"options\['start'\]='3': expected an integer"),
-    ({"context_frames": 6.5}, r"options\['context_frames'\]=6.5: expected an integer"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"episode": True}, r"options\['episode'\]=True: expected an episode index"),
+        ({"episode": 0, "start": 2.7}, r"options\['start'\]=2.7: expected an integer"),
+        ({"episode": 0, "start": "3"}, r"options\['start'\]='3': expected an integer"),
+        ({"context_frames": 6.5}, r"options\['context_frames'\]=6.5: expected an integer"),
+    ],
+)
 def test_reset_options_are_not_coerced(env, options, message):
     """Booleans, fractions and strings are refused where an index, start or length is expected."""
     with pytest.raises(ValueError, match=message):
         env.reset(options=options)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"context_frames": 6.0}, r"context_frames=6.0: expected an integer"),
-    ({"max_episode_steps": 2.5}, r"max_episode_steps=2.5: expected an integer"),
-    ({"max_episode_steps": 0}, r"max_episode_steps=0: expected an integer >= 1"),
-    ({"num_envs": 1.5}, r"num_envs=1.5: expected an integer"),
-    ({"num_envs": True}, r"num_envs=True: expected an integer"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"context_frames": 6.0}, r"context_frames=6.0: expected an integer"),
+        ({"max_episode_steps": 2.5}, r"max_episode_steps=2.5: expected an integer"),
+        ({"max_episode_steps": 0}, r"max_episode_steps=0: expected an integer >= 1"),
+        ({"num_envs": 1.5}, r"num_envs=1.5: expected an integer"),
+        ({"num_envs": True}, r"num_envs=True: expected an integer"),
+    ],
+)
 def test_constructor_arguments_are_not_coerced(model, real_episodes, kwargs, message):
     """Fractional or boolean lengths and counts are refused, naming the argument."""
     cls = DreamVectorEnv if "num_envs" in kwargs else DreamEnv

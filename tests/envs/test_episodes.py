@@ -1,4 +1,5 @@
 """Episode files: validation, named errors, the store's split, and the window sampler (no simulator)."""
+
 import warnings
 import zipfile
 
@@ -78,8 +79,12 @@ def test_official_style_file_loads(tmp_path):
     data = fake_episode(10)
     data["action"] = data["action"].astype(np.float64)
     data["reward"] = data["reward"].astype(np.float64)
-    path = write_raw(tmp_path / "20220101T000000-r1-0010.npz", **data,
-                     terminal=np.zeros(11, bool), reset=np.eye(1, 11, dtype=bool)[0])
+    path = write_raw(
+        tmp_path / "20220101T000000-r1-0010.npz",
+        **data,
+        terminal=np.zeros(11, bool),
+        reset=np.eye(1, 11, dtype=bool)[0],
+    )
     back = load_episode(path)
     assert "terminal" not in back and back["action"].dtype == np.float64
     np.testing.assert_array_equal(back["image"], data["image"])
@@ -106,20 +111,16 @@ def test_corrupt_member_error_names_file(tmp_path):
 @pytest.mark.parametrize(
     "mutate, message",
     [
-        (lambda d: d.update(image=d["image"][..., 0]),
-         r"'image' has shape \(11, 64, 64\), expected \(T\+1, H, W, 3\)"),
-        (lambda d: d.update(image=d["image"].astype(np.float32)),
-         r"'image' has dtype float32, expected uint8"),
+        (lambda d: d.update(image=d["image"][..., 0]), r"'image' has shape \(11, 64, 64\), expected \(T\+1, H, W, 3\)"),
+        (lambda d: d.update(image=d["image"].astype(np.float32)), r"'image' has dtype float32, expected uint8"),
         (lambda d: d.pop("action"), r"missing key\(s\) \['action'\]"),
         (lambda d: d.update(reward=d["reward"][:-1]), r"'reward' has shape \(10,\), expected \(11,\)"),
-        (lambda d: d.update(agent_pos=d["agent_pos"][:, :1]),
-         r"'agent_pos' has shape \(11, 1\), expected \(11, 2\)"),
+        (lambda d: d.update(agent_pos=d["agent_pos"][:, :1]), r"'agent_pos' has shape \(11, 1\), expected \(11, 2\)"),
         (lambda d: d.update(targets_vec=d["targets_vec"][:, :2]), r"'targets_vec' has 2 targets but another"),
         (lambda d: d["action"].__setitem__((3, slice(None)), 0), r"'action' row 3 is not one-hot"),
         (lambda d: d["agent_dir"].__setitem__((2, 0), np.nan), r"'agent_dir' has non-finite values"),
     ],
-    ids=["image-shape", "image-dtype", "missing-key", "time-axis", "trailing-shape", "n-targets", "one-hot",
-         "nan"],
+    ids=["image-shape", "image-dtype", "missing-key", "time-axis", "trailing-shape", "n-targets", "one-hot", "nan"],
 )
 def test_wrongly_shaped_file_errors(tmp_path, mutate, message):
     """Each kind of wrong content raises EpisodeError naming the file, the key and what was expected."""
@@ -225,8 +226,11 @@ def test_window_sampler_skips_short_and_dropped_and_explains_when_none_fit(folde
     assert {ep for ep, _ in sampler.sample(25, 500, np.random.default_rng(0))} == {1, 3}
     sampler.drop(3)
     assert {ep for ep, _ in sampler.sample(25, 200, np.random.default_rng(0))} == {1}
-    with pytest.raises(ValueError, match=r"no episode has the 31 frames a window needs \(longest of 3 usable "
-                                         r"episode\(s\): 30 frames\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"no episode has the 31 frames a window needs \(longest of 3 usable "
+        r"episode\(s\): 30 frames\)",
+    ):
         sampler.sample(31, 1, np.random.default_rng(0))
     with pytest.raises(ValueError, match=r"window=0"):
         sampler.count(0)
@@ -242,8 +246,9 @@ def test_forged_header_length_is_refused(tmp_path):
     with zipfile.ZipFile(path) as zf:
         members = {n: zf.read(n) for n in zf.namelist()}
     forged = io.BytesIO()
-    np.lib.format.write_array_header_1_0(forged, {"descr": "|u1", "fortran_order": False,
-                                                  "shape": (10_000_000, 64, 64, 3)})
+    np.lib.format.write_array_header_1_0(
+        forged, {"descr": "|u1", "fortran_order": False, "shape": (10_000_000, 64, 64, 3)}
+    )
     members["image.npy"] = forged.getvalue() + data["image"].tobytes()  # real data: 10 frames
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
         for name, blob in members.items():
@@ -270,8 +275,11 @@ def test_store_load_reports_value_errors_like_header_errors(tmp_path, folder):
     with pytest.raises(EpisodeError, match=r"ep_00004\.npz: 'reward' has non-finite values"):
         store.load(4)
     lenient = EpisodeStore(folder, skip_bad=True)
-    with pytest.warns(UserWarning, match=r"skipped 1 bad episode file\(s\): ep_00005\.npz: 'action' row 5 is "
-                                         r"not one-hot"):
+    with pytest.warns(
+        UserWarning,
+        match=r"skipped 1 bad episode file\(s\): ep_00005\.npz: 'action' row 5 is "
+        r"not one-hot",
+    ):
         assert lenient.load(5) is None
     assert [(p.name, "not one-hot" in why) for p, why in lenient.bad] == [("ep_00005.npz", True)]
     assert lenient.load(0) is not None

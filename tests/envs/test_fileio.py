@@ -1,4 +1,5 @@
 """File I/O: atomic writes (content, failure, umask mode), pickle-free loading, stale temp files, the folder lock."""
+
 import json
 import os
 import signal
@@ -27,8 +28,10 @@ from envs.fileio import (
 )
 
 ROOT = Path(__file__).resolve().parents[2]
-HOLD = ("import sys, time\nfrom envs.fileio import RunLock\nRunLock(sys.argv[1], what='training').acquire()\n"
-        "print('held', flush=True)\ntime.sleep(120)\n")
+HOLD = (
+    "import sys, time\nfrom envs.fileio import RunLock\nRunLock(sys.argv[1], what='training').acquire()\n"
+    "print('held', flush=True)\ntime.sleep(120)\n"
+)
 
 
 def _mode(path) -> int:
@@ -52,7 +55,8 @@ def test_atomic_writes_get_the_mode_a_plain_open_gets(tmp_path, umask):
     want = 0o666 & ~umask
     assert _mode(tmp_path / "plain.txt") == want
     assert {n: _mode(tmp_path / n) for n in ("a.bin", "a.txt", "a.json", "a.pt")} == dict.fromkeys(
-        ("a.bin", "a.txt", "a.json", "a.pt"), want)
+        ("a.bin", "a.txt", "a.json", "a.pt"), want
+    )
 
 
 def test_atomic_write_content_and_a_failed_write_keeps_the_old_file(tmp_path):
@@ -85,11 +89,14 @@ def test_torch_load_round_trip_and_clear_errors(tmp_path):
 
 def test_clean_stale_temps_removes_what_a_killed_writer_left_and_nothing_else(tmp_path):
     """kill -9 in the middle of an atomic write leaves its temp file; clean_stale_temps removes only such files."""
-    code = ("import sys, time\nfrom envs.fileio import atomic_write\n"
-            "with atomic_write(sys.argv[1]) as f:\n    f.write(b'x' * 1000); f.flush(); print('writing', flush=True)"
-            "; time.sleep(120)\n")
-    writer = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "checkpoint.pt")], cwd=ROOT,
-                              stdout=subprocess.PIPE, text=True)
+    code = (
+        "import sys, time\nfrom envs.fileio import atomic_write\n"
+        "with atomic_write(sys.argv[1]) as f:\n    f.write(b'x' * 1000); f.flush(); print('writing', flush=True)"
+        "; time.sleep(120)\n"
+    )
+    writer = subprocess.Popen(
+        [sys.executable, "-c", code, str(tmp_path / "checkpoint.pt")], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
     try:
         assert writer.stdout.readline().strip() == "writing"
     finally:
@@ -112,8 +119,7 @@ def test_clean_stale_temps_removes_what_a_killed_writer_left_and_nothing_else(tm
 
 def test_run_lock_refuses_a_second_process_naming_it_and_a_killed_holder_releases_it(tmp_path):
     """While a live process holds the lock, acquire() raises naming its pid, host and command; SIGKILL frees it."""
-    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE,
-                              text=True)
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
         with pytest.raises(RunLockedError) as info:
@@ -144,8 +150,10 @@ def ro_folder():
 
 def test_run_lock_on_a_folder_that_cannot_be_written_is_an_oserror(ro_folder):
     """A read-only folder fails with PermissionError (as a user without rights: as nobody when tests run as root)."""
-    code = ("import sys\nfrom envs.fileio import RunLock\ntry:\n    RunLock(sys.argv[1]).acquire()\n"
-            "except PermissionError as e:\n    print('refused', e.filename)\n")
+    code = (
+        "import sys\nfrom envs.fileio import RunLock\ntry:\n    RunLock(sys.argv[1]).acquire()\n"
+        "except PermissionError as e:\n    print('refused', e.filename)\n"
+    )
     proc = run_unprivileged([sys.executable, "-c", code, str(ro_folder)])
     assert proc.stdout.strip() == f"refused {ro_folder / LOCK_FILE}", proc.stderr
     assert not (ro_folder / LOCK_FILE).exists()

@@ -1,4 +1,5 @@
 """Memory Maze as a Gymnasium env: registration, env checker, seeding, the step contract, fast == stock."""
+
 import os
 import subprocess
 import sys
@@ -47,8 +48,15 @@ def test_check_env_passes():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("env_id", ["longdream/MemoryMaze-9x9-ExtraObs-v0", "longdream/MemoryMaze-9x9-Vis-v0",
-                                    "longdream/MemoryMaze-9x9-Top-v0", "longdream/MemoryMaze-11x11-v0"])
+@pytest.mark.parametrize(
+    "env_id",
+    [
+        "longdream/MemoryMaze-9x9-ExtraObs-v0",
+        "longdream/MemoryMaze-9x9-Vis-v0",
+        "longdream/MemoryMaze-9x9-Top-v0",
+        "longdream/MemoryMaze-11x11-v0",
+    ],
+)
 def test_check_env_passes_variants(env_id):
     """gymnasium's check_env passes on the ExtraObs (Dict), Vis, Top and 11x11 variants."""
     env = gymnasium.make(env_id)
@@ -153,8 +161,9 @@ def test_mujoco_gl_default_and_user_value():
     code = "import os, envs; print(os.environ['MUJOCO_GL'])"
     base = {k: v for k, v in os.environ.items() if k != "MUJOCO_GL"}
     unset = subprocess.run([sys.executable, "-c", code], env=base, cwd=ROOT, capture_output=True, text=True)
-    user = subprocess.run([sys.executable, "-c", code], env={**base, "MUJOCO_GL": "osmesa"}, cwd=ROOT,
-                          capture_output=True, text=True)
+    user = subprocess.run(
+        [sys.executable, "-c", code], env={**base, "MUJOCO_GL": "osmesa"}, cwd=ROOT, capture_output=True, text=True
+    )
     assert unset.stdout.strip() == "egl" and user.stdout.strip() == "osmesa"
 
 
@@ -172,8 +181,10 @@ def test_bad_rendering_backend_error_names_backends():
 
 def test_import_prints_nothing():
     """Importing envs and the Memory Maze env, and building one, prints nothing (no old-gym deprecation banner)."""
-    code = ("import envs, envs.memory_maze, gymnasium\nenv = gymnasium.make('longdream/MemoryMaze-9x9-v0')\n"
-            "env.reset(seed=0)\nenv.close()\nimport gym  # already imported by memory_maze, quietly\n")
+    code = (
+        "import envs, envs.memory_maze, gymnasium\nenv = gymnasium.make('longdream/MemoryMaze-9x9-v0')\n"
+        "env.reset(seed=0)\nenv.close()\nimport gym  # already imported by memory_maze, quietly\n"
+    )
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert (proc.stdout, proc.stderr) == ("", "")
@@ -183,9 +194,11 @@ def test_import_prints_nothing():
 
 def test_import_envs_registers_lazily():
     """`import envs` registers the ids without importing Memory Maze, dm_control, MuJoCo or torch."""
-    code = ("import sys, envs, gymnasium\nassert 'longdream/MemoryMaze-9x9-v0' in gymnasium.registry\n"
-            "print(sorted({m.split('.')[0] for m in sys.modules} & {'envs.memory_maze', 'memory_maze', "
-            "'dm_control', 'mujoco', 'torch', 'gym'}), 'envs.memory_maze' in sys.modules)\n")
+    code = (
+        "import sys, envs, gymnasium\nassert 'longdream/MemoryMaze-9x9-v0' in gymnasium.registry\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'envs.memory_maze', 'memory_maze', "
+        "'dm_control', 'mujoco', 'torch', 'gym'}), 'envs.memory_maze' in sys.modules)\n"
+    )
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[] False"

@@ -1,4 +1,5 @@
 """Tests for the autoencoder (stage 1) and its training job worldmodel.train_autoencoder."""
+
 import dataclasses
 import json
 import subprocess
@@ -27,7 +28,7 @@ def _frames(n=6, seed=0):
     for i in range(n):
         out[i] = np.stack([xx * 3 % 256, yy * 3 % 256, np.full_like(xx, 40 * i % 256)], -1)
         y, x = rng.integers(0, 48, size=2)
-        out[i, y: y + 16, x: x + 16] = rng.integers(0, 256, size=3)
+        out[i, y : y + 16, x : x + 16] = rng.integers(0, 256, size=3)
     return out
 
 
@@ -141,8 +142,9 @@ def test_train_save_load_round_trip(synthetic_episodes, tmp_path):
     """train_autoencoder writes checkpoint, report and strip; load_autoencoder reproduces outputs exactly."""
     train, test = _split(synthetic_episodes(n=3, steps=20))
     out = tmp_path / "ae"
-    model, report = train_autoencoder(autoencoder_config("tiny"), train, test, out, steps=4, batch_size=4,
-                                      device="cpu", log=False)
+    model, report = train_autoencoder(
+        autoencoder_config("tiny"), train, test, out, steps=4, batch_size=4, device="cpu", log=False
+    )
     assert {"autoencoder.pt", "autoencoder_report.json", "autoencoder_strip.png"} <= {p.name for p in out.iterdir()}
     rep = json.loads((out / "autoencoder_report.json").read_text())
     assert rep["n_frames"] == 21 and rep["steps"] == 4 and rep["psnr_mean"] == pytest.approx(report["psnr_mean"])
@@ -167,8 +169,7 @@ def test_mismatched_config_names_fields(synthetic_episodes, tmp_path):
     assert "kl_weight: expected 0.5, checkpoint has 1e-06" in str(e.value)
     assert "latent_channels: expected 8, checkpoint has 4" in str(e.value)
     with pytest.raises(ValueError, match="latent_channels"):
-        train_autoencoder(other, train, test, tmp_path, steps=3, batch_size=2, device="cpu", log=False,
-                          resume=True)
+        train_autoencoder(other, train, test, tmp_path, steps=3, batch_size=2, device="cpu", log=False, resume=True)
 
 
 def test_resume_equals_uninterrupted(synthetic_episodes, tmp_path):
@@ -202,8 +203,17 @@ def test_nan_loss_stops_and_keeps_checkpoint(synthetic_episodes, tmp_path, monke
 
     monkeypatch.setattr(Autoencoder, "loss", flaky)
     with pytest.raises(FloatingPointError, match="loss is nan at step 3.*last good checkpoint"):
-        train_autoencoder(autoencoder_config("tiny"), train, test, tmp_path, steps=10, batch_size=2,
-                          device="cpu", log=False, ckpt_every=2)
+        train_autoencoder(
+            autoencoder_config("tiny"),
+            train,
+            test,
+            tmp_path,
+            steps=10,
+            batch_size=2,
+            device="cpu",
+            log=False,
+            ckpt_every=2,
+        )
     assert torch_load(tmp_path / "autoencoder.pt")["step"] == 2
 
 
@@ -223,8 +233,18 @@ def test_cli_help_and_bad_folders(synthetic_episodes, tmp_path, capsys):
 def test_cli_trains_and_resumes(synthetic_episodes, tmp_path, capsys):
     """The CLI trains, writes TensorBoard logs, and --resume extends the same run to more steps."""
     eps = synthetic_episodes(n=3, steps=10)
-    args = ["--preset", "tiny", "--episodes", str(eps), "--out", str(tmp_path / "run"), "--batch-size", "2",
-            "--device", "cpu"]
+    args = [
+        "--preset",
+        "tiny",
+        "--episodes",
+        str(eps),
+        "--out",
+        str(tmp_path / "run"),
+        "--batch-size",
+        "2",
+        "--device",
+        "cpu",
+    ]
     assert main(args + ["--steps", "2"]) == 0
     assert json.loads(capsys.readouterr().out)["n_frames"] == 11
     assert any((tmp_path / "run" / "tb").iterdir())
@@ -263,9 +283,16 @@ def test_an_existing_checkpoint_is_not_overwritten_without_resume(synthetic_epis
     assert (tmp_path / "ae" / "autoencoder.pt").read_bytes() == before
 
 
-@pytest.mark.parametrize("args, named", [(["--threads", "0"], "--threads=0"), (["--steps", "0"], "--steps=0"),
-                                         (["--batch-size", "-1"], "--batch-size=-1"), (["--lr", "0"], "--lr 0"),
-                                         (["--test-fraction", "1"], "--test-fraction 1")])
+@pytest.mark.parametrize(
+    "args, named",
+    [
+        (["--threads", "0"], "--threads=0"),
+        (["--steps", "0"], "--steps=0"),
+        (["--batch-size", "-1"], "--batch-size=-1"),
+        (["--lr", "0"], "--lr 0"),
+        (["--test-fraction", "1"], "--test-fraction 1"),
+    ],
+)
 def test_cli_refuses_bad_arguments_before_any_work(args, named, synthetic_episodes, tmp_path, capsys, monkeypatch):
     """A bad argument exits with status 2 and a message naming it, before anything is written."""
     monkeypatch.setenv("COLUMNS", "250")
@@ -295,11 +322,25 @@ def test_cli_locks_its_folder_and_records_the_split(synthetic_episodes, tmp_path
     eps = synthetic_episodes(n=3, steps=8)
     out = tmp_path / "o"
     out.mkdir()
-    hold = ("import sys, time\nfrom envs.fileio import RunLock\nRunLock(sys.argv[1], what='training').acquire()\n"
-            "print('held', flush=True)\ntime.sleep(120)\n")
+    hold = (
+        "import sys, time\nfrom envs.fileio import RunLock\nRunLock(sys.argv[1], what='training').acquire()\n"
+        "print('held', flush=True)\ntime.sleep(120)\n"
+    )
     holder = subprocess.Popen([sys.executable, "-c", hold, str(out)], stdout=subprocess.PIPE, text=True)
-    args = ["--preset", "tiny", "--episodes", str(eps), "--out", str(out), "--steps", "2", "--batch-size", "2",
-            "--device", "cpu"]
+    args = [
+        "--preset",
+        "tiny",
+        "--episodes",
+        str(eps),
+        "--out",
+        str(out),
+        "--steps",
+        "2",
+        "--batch-size",
+        "2",
+        "--device",
+        "cpu",
+    ]
     try:
         assert holder.stdout.readline().strip() == "held"
         assert main(args) == 2

@@ -1,4 +1,5 @@
 """Tests for worldmodel.backbone: parities (chunked == sequential, streaming == parallel), variants, configs."""
+
 import dataclasses
 import json
 
@@ -180,8 +181,9 @@ def test_blockwise_scan_keeps_blocks_separate():
     assert d[1:].all()
 
 
-@pytest.mark.parametrize("preset,latent", [("tiny", TINY),
-                                           ("cpu", dict(latent_channels=8, latent_size=(8, 8), patch=2))])
+@pytest.mark.parametrize(
+    "preset,latent", [("tiny", TINY), ("cpu", dict(latent_channels=8, latent_size=(8, 8), patch=2))]
+)
 def test_variants_match_the_hybrid_parameter_count(preset, latent):
     """Every baseline preset is within 10% of the hybrid's parameters, and is the architecture it names."""
     hybrid = count_config_parameters(backbone_config(preset, **latent))
@@ -320,7 +322,8 @@ def test_noise_level_scale_separates_nearby_noise_levels():
     unscaled = timestep_embedding(t, 256)
     scaled = timestep_embedding(NOISE_LEVEL_SCALE * t, 256)
     similarity = torch.nn.functional.cosine_similarity
-    print("cosine similarity unscaled", float(similarity(*unscaled, dim=0)),
-          "scaled", float(similarity(*scaled, dim=0)))
+    print(
+        "cosine similarity unscaled", float(similarity(*unscaled, dim=0)), "scaled", float(similarity(*scaled, dim=0))
+    )
     assert similarity(*unscaled, dim=0) > 0.9999
     assert similarity(*scaled, dim=0) < 0.8

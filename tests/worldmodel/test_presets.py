@@ -1,4 +1,5 @@
 """Tests for worldmodel.presets (one table per component) and worldmodel.config (configs to and from dicts)."""
+
 import dataclasses
 import json
 
@@ -16,8 +17,13 @@ from worldmodel.train_autoencoder import parse_args as ae_parse_args
 def test_every_table_covers_every_preset():
     """Each component's table names exactly the presets tiny, cpu and paper."""
     assert presets.PRESETS == ("tiny", "cpu", "paper")
-    for table in (presets.AUTOENCODER, presets.BACKBONE, presets.DIFFUSION, presets.TRAINING,
-                  presets.AUTOENCODER_TRAINING):
+    for table in (
+        presets.AUTOENCODER,
+        presets.BACKBONE,
+        presets.DIFFUSION,
+        presets.TRAINING,
+        presets.AUTOENCODER_TRAINING,
+    ):
         assert tuple(table) == presets.PRESETS
 
 
@@ -53,9 +59,22 @@ def test_the_cpu_preset_is_the_demo_model():
     assert sum(p.numel() for p in WorldModel(cfg).parameters()) == 4_466_916
     t = TRAIN_PRESETS["cpu"]
     assert (t.steps, t.batch_size, t.curriculum, t.lr, t.warmup, t.ae_steps, t.ae_batch_size) == (
-        800, 8, ((0.0, 32), (0.7, 48)), 1e-3, 100, 800, 32)
+        800,
+        8,
+        ((0.0, 32), (0.7, 48)),
+        1e-3,
+        100,
+        800,
+        32,
+    )
     assert (t.eval_every, t.ckpt_every, t.eval_context, t.eval_horizon, t.eval_batch, t.compile) == (
-        200, 100, 16, 16, 8, False)
+        200,
+        100,
+        16,
+        16,
+        8,
+        False,
+    )
 
 
 def test_preset_from_argv():
@@ -71,8 +90,10 @@ def test_preset_from_argv():
 @pytest.mark.parametrize("preset", ["tiny", "cpu", "paper"])
 def test_nested_configs_round_trip_through_json(preset):
     """config_from_dict rebuilds nested configs (tuples included) from what config_to_dict wrote as JSON."""
-    for cls, cfg in ((WorldModelConfig, world_model_config(preset, "causal_window")),
-                     (TrainConfig, TRAIN_PRESETS[preset])):
+    for cls, cfg in (
+        (WorldModelConfig, world_model_config(preset, "causal_window")),
+        (TrainConfig, TRAIN_PRESETS[preset]),
+    ):
         back = config_from_dict(cls, json.loads(json.dumps(config_to_dict(cfg))))
         assert back == cfg
         assert isinstance(config_from_dict(cls, config_to_dict(cfg)), cls)

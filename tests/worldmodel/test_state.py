@@ -1,4 +1,5 @@
 """The streaming state as a library object: take / put / repeat dreams, on a tiny randomised backbone."""
+
 import pytest
 import torch
 
@@ -8,8 +9,9 @@ from worldmodel.state import map_state, state_batch_size, state_nbytes, state_pu
 
 def _backbone(variant="hybrid"):
     """A tiny backbone with every parameter randomised (zero-inits would make equalities trivially true)."""
-    cfg = backbone_config("tiny", variant, latent_channels=4, latent_size=(4, 4), patch=1, attn_chunk=2,
-                          window_frames=3)
+    cfg = backbone_config(
+        "tiny", variant, latent_channels=4, latent_size=(4, 4), patch=1, attn_chunk=2, window_frames=3
+    )
     torch.manual_seed(0)
     m = Backbone(cfg).eval()
     with torch.no_grad():
@@ -50,7 +52,7 @@ def test_put_replaces_only_the_chosen_dreams_and_take_reads_them_back():
     idx, keep = torch.tensor([1]), torch.tensor([0, 2])
     snapshot = map_state(lambda t: t.clone(), batch)
     merged = state_put(batch, idx, new, batch=3)
-    assert _same(batch, snapshot)                      # the input is not modified
+    assert _same(batch, snapshot)  # the input is not modified
     assert _same(state_take(merged, idx, 3), new)
     assert _same(state_take(merged, keep, 3), state_take(batch, keep, 3))
     assert not _same(merged, batch)
@@ -75,7 +77,7 @@ def test_repeat_forks_each_dream_and_the_copies_step_like_the_original():
     one, _, _ = m.step(x, torch.tensor([2]), torch.tensor([0.1]), state_take(state, torch.tensor([1]), 2))
     all6, _, _ = m.step(x.expand(6, -1, -1, -1), torch.full((6,), 2), torch.full((6,), 0.1), many)
     for k in range(3, 6):
-        torch.testing.assert_close(all6[k: k + 1], one, rtol=0, atol=1e-5)
+        torch.testing.assert_close(all6[k : k + 1], one, rtol=0, atol=1e-5)
     assert _same(state, snapshot)
 
 
@@ -88,8 +90,8 @@ def test_batched_step_of_n_forks_equals_n_single_steps():
     x, a = torch.randn(4, 4, 4, 4, generator=g), torch.tensor([0, 1, 2, 3])
     batched, _, _ = m.step(x, a, torch.full((4,), 0.2), many)
     for i in range(4):
-        single, _, _ = m.step(x[i: i + 1], a[i: i + 1], torch.full((1,), 0.2), state)
-        torch.testing.assert_close(batched[i: i + 1], single, rtol=0, atol=1e-5)
+        single, _, _ = m.step(x[i : i + 1], a[i : i + 1], torch.full((1,), 0.2), state)
+        torch.testing.assert_close(batched[i : i + 1], single, rtol=0, atol=1e-5)
 
 
 def test_bad_indices_and_mismatched_states_are_refused():

@@ -146,7 +146,7 @@ def test_reward_head_learns_a_planted_signal(synthetic_episodes):
     def batch():
         z = torch.randn(16, 8, c, h, w, generator=g)
         r = (torch.rand(16, 8, generator=g) < 0.2).float()
-        z[:, :, 0] += 3.0 * r[:, :, None, None]          # the planted feature: channel 0 lit up on reward frames
+        z[:, :, 0] += 3.0 * r[:, :, None, None]  # the planted feature: channel 0 lit up on reward frames
         return z, torch.randint(0, 6, (16, 8), generator=g), r
 
     for _ in range(150):
@@ -159,7 +159,7 @@ def test_reward_head_learns_a_planted_signal(synthetic_episodes):
     with torch.no_grad():
         tau = torch.zeros(z.shape[:2])
         _, feats = model.backbone(z, a, tau)
-        pred = model.reward_events(feats)                  # the rule the model uses (logit > log pos_weight)
+        pred = model.reward_events(feats)  # the rule the model uses (logit > log pos_weight)
     truth = r > 0
     precision = (pred & truth).sum() / pred.sum().clamp_min(1)
     recall = (pred & truth).sum() / truth.sum()
@@ -197,8 +197,17 @@ def test_interrupted_autoencoder_stage_resumes(synthetic_episodes, tmp_path):
     cfg = tiny_cfg(steps=3)
     tr, te = EpisodeStore(eps).split(test_fraction=cfg.test_fraction, seed=cfg.seed)
     model_cfg = world_model_config("tiny")
-    train_ae.train_autoencoder(model_cfg.autoencoder, tr, te, tmp_path / "run", steps=cfg.ae_steps,
-                               batch_size=cfg.ae_batch_size, device="cpu", log=False, stop_after=5)
+    train_ae.train_autoencoder(
+        model_cfg.autoencoder,
+        tr,
+        te,
+        tmp_path / "run",
+        steps=cfg.ae_steps,
+        batch_size=cfg.ae_batch_size,
+        device="cpu",
+        log=False,
+        stop_after=5,
+    )
     with pytest.raises(ValueError, match="unfinished"):
         train_ae.load_autoencoder(tmp_path / "run" / "autoencoder.pt")
     _, res = train(cfg, eps, tmp_path / "run", progress=False)
@@ -213,7 +222,7 @@ def test_step_leaves_the_dream_untouched_so_forks_are_free(tiny_model):
     dream = model.start(torch.zeros(1, n, 64, 64, 3, dtype=torch.uint8), torch.zeros(1, n, dtype=torch.long))
     a, _, _ = model.step(dream, torch.tensor([1]))
     for act in (2, 3, 4):
-        model.step(dream, torch.tensor([act]))          # a planner exploring other branches
+        model.step(dream, torch.tensor([act]))  # a planner exploring other branches
     b, _, _ = model.step(dream, torch.tensor([1]))
     assert torch.equal(a, b)
 
@@ -295,8 +304,23 @@ def test_cli_help_shows_each_option_once_with_its_doc_and_the_presets_default(ca
         main(["--help"])
     out = capsys.readouterr().out
     assert e.value.code == 0
-    for flag in ("--preset", "--variant", "--episodes", "--run-dir", "--resume", "--stop-after", "--steps",
-                 "--ae-steps", "--batch-size", "--lr", "--seed", "--device", "--precision", "--compile", "--threads"):
+    for flag in (
+        "--preset",
+        "--variant",
+        "--episodes",
+        "--run-dir",
+        "--resume",
+        "--stop-after",
+        "--steps",
+        "--ae-steps",
+        "--batch-size",
+        "--lr",
+        "--seed",
+        "--device",
+        "--precision",
+        "--compile",
+        "--threads",
+    ):
         assert f"{flag} " in out or f"{flag}," in out, flag
     steps = next(line for line in out.splitlines() if "Diffusion-forcing optimiser steps" in line)
     assert steps.count("default") == 1 and "(default: 800)" in steps
@@ -307,13 +331,23 @@ def test_cli_help_shows_each_option_once_with_its_doc_and_the_presets_default(ca
     assert "(default: 30)" in steps
 
 
-@pytest.mark.parametrize("args, named", [
-    (["--steps", "0"], "steps=0"), (["--steps", "-3"], "steps=-3"), (["--stop-after", "0"], "--stop-after 0"),
-    (["--stop-after", "-2"], "--stop-after -2"), (["--batch-size", "0"], "batch_size=0"),
-    (["--ae-steps", "0"], "ae_steps=0"), (["--ae-batch-size", "0"], "ae_batch_size=0"), (["--lr", "0"], "lr=0"),
-    (["--threads", "0"], "--threads 0"), (["--curriculum", "0.5", "8"], "curriculum"),
-    (["--test-fraction", "1.0"], "test_fraction=1.0"), (["--device", "cuda:7"], "cuda:7"),
-])
+@pytest.mark.parametrize(
+    "args, named",
+    [
+        (["--steps", "0"], "steps=0"),
+        (["--steps", "-3"], "steps=-3"),
+        (["--stop-after", "0"], "--stop-after 0"),
+        (["--stop-after", "-2"], "--stop-after -2"),
+        (["--batch-size", "0"], "batch_size=0"),
+        (["--ae-steps", "0"], "ae_steps=0"),
+        (["--ae-batch-size", "0"], "ae_batch_size=0"),
+        (["--lr", "0"], "lr=0"),
+        (["--threads", "0"], "--threads 0"),
+        (["--curriculum", "0.5", "8"], "curriculum"),
+        (["--test-fraction", "1.0"], "test_fraction=1.0"),
+        (["--device", "cuda:7"], "cuda:7"),
+    ],
+)
 def test_cli_refuses_bad_arguments_before_any_work(args, named, synthetic_episodes, tmp_path, capsys, monkeypatch):
     """Every argument is checked first: exit status 2, a message naming it, nothing written."""
     monkeypatch.setenv("COLUMNS", "250")
@@ -343,8 +377,19 @@ def test_cli_trains_stops_and_resumes_with_the_documented_flags(synthetic_episod
     """The flags of the README and Makefile work; values not given come from --preset; --resume continues."""
     eps = synthetic_episodes(n=3, steps=16)
     run = tmp_path / "run"
-    args = [*TINY, "--episodes", str(eps), "--run-dir", str(run), "--steps", "4", "--batch-size", "2",
-            "--ae-steps", "3"]
+    args = [
+        *TINY,
+        "--episodes",
+        str(eps),
+        "--run-dir",
+        str(run),
+        "--steps",
+        "4",
+        "--batch-size",
+        "2",
+        "--ae-steps",
+        "3",
+    ]
     assert main(args + ["--stop-after", "2"]) == 0
     assert torch_load(run / "checkpoint.pt")["step"] == 2
     capsys.readouterr()
@@ -356,19 +401,21 @@ def test_cli_trains_stops_and_resumes_with_the_documented_flags(synthetic_episod
     tiny = dataclasses.asdict(TRAIN_PRESETS["tiny"])
     assert (stored["steps"], stored["batch_size"], stored["ae_steps"]) == (4, 2, 3)
     assert {k: stored[k] for k in ("lr", "warmup", "eval_batch", "preset")} == {
-        k: tiny[k] for k in ("lr", "warmup", "eval_batch", "preset")}
+        k: tiny[k] for k in ("lr", "warmup", "eval_batch", "preset")
+    }
     assert torch_load(run / "checkpoint.pt")["step"] == 4
 
 
 # ---------------------------------------------------------------------- the run folder
 
 
-HOLD_LOCK = ("import sys, time\nfrom envs.fileio import RunLock\nRunLock(sys.argv[1], what='training').acquire()\n"
-             "print('held', flush=True)\ntime.sleep(120)\n")
+HOLD_LOCK = (
+    "import sys, time\nfrom envs.fileio import RunLock\nRunLock(sys.argv[1], what='training').acquire()\n"
+    "print('held', flush=True)\ntime.sleep(120)\n"
+)
 
 
-def test_a_second_job_on_a_run_folder_is_refused_and_a_killed_one_leaves_no_lock(synthetic_episodes, tmp_path,
-                                                                                  capsys):
+def test_a_second_job_on_a_run_folder_is_refused_and_a_killed_one_leaves_no_lock(synthetic_episodes, tmp_path, capsys):
     """While another live process holds the run folder, training refuses naming it; after kill -9 it proceeds."""
     eps = synthetic_episodes(n=2, steps=12)
     run = tmp_path / "run"
@@ -495,8 +542,20 @@ def test_a_read_only_run_folder_is_named():
             write_synthetic_episode(eps / f"ep_{i:05d}.npz", 12, seed=i)
             (eps / f"ep_{i:05d}.npz").chmod(0o644)
         eps.chmod(0o755)
-        proc = run_unprivileged([sys.executable, "-m", "worldmodel.train", *TINY, "--steps", "1",
-                                 "--episodes", str(eps), "--run-dir", str(run)])
+        proc = run_unprivileged(
+            [
+                sys.executable,
+                "-m",
+                "worldmodel.train",
+                *TINY,
+                "--steps",
+                "1",
+                "--episodes",
+                str(eps),
+                "--run-dir",
+                str(run),
+            ]
+        )
     assert proc.returncode == 2, proc.stderr
     assert f"cannot write to the run folder {run}" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -525,8 +584,22 @@ def _checkpoint_step(path):
 def test_kill_9_then_resume_equals_an_uninterrupted_run(synthetic_episodes, tmp_path):
     """A CLI run killed with SIGKILL mid-training resumes (lock free, stale temps gone) to the exact same weights."""
     eps = synthetic_episodes(n=3, steps=16)
-    cmd = [sys.executable, "-m", "worldmodel.train", *TINY, "--episodes", str(eps), "--steps", "120",
-           "--ckpt-every", "1", "--batch-size", "2", "--ae-steps", "3"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "worldmodel.train",
+        *TINY,
+        "--episodes",
+        str(eps),
+        "--steps",
+        "120",
+        "--ckpt-every",
+        "1",
+        "--batch-size",
+        "2",
+        "--ae-steps",
+        "3",
+    ]
     killed = tmp_path / "killed"
     proc = subprocess.Popen(cmd + ["--run-dir", str(killed)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
