@@ -6,6 +6,7 @@ configurations of the same code (``backbone_config(preset, variant)``).
 Data flow for T frames (frame-major tokens: all tokens of frame t before frame t+1):
 
     x (B, T, C, h, w) --patchify p x p--> (B, T, S, C p p) --linear + spatial pos--> tokens (B, T, S, D)
+                      (+ the action vector of frame t on each of its tokens, with ``action_tokens``)
     per layer:  tokens += gate * BlockwiseSSM(adaLN(tokens))     every bh x bw block of the gh x gw token
                                                                   grid is its own sequence through time (its
                                                                   tokens frame by frame), with its own state
@@ -87,6 +88,10 @@ class BackboneConfig:
     patch: int  # patchify p x p latent cells into one token
     num_actions: int | None = 6  # discrete actions -> nn.Embedding; None -> continuous
     action_dim: int = 0  # continuous actions -> small MLP (used when num_actions is None)
+    action_tokens: bool = False  # also add a learnt action vector to every token of its frame (an input path
+    #   beside adaLN, so attention and the scan see the action directly; see ACTION_TOKEN_INIT_STD)
+    null_action: bool = False  # one more learnt discrete action, index num_actions: "no action given" (action
+    #   dropout in training, classifier-free guidance when imagining; see WorldModelConfig.action_dropout)
     dim: int = 128  # model width D
     depth: int = 6  # layers
     heads: int = 4  # attention heads
@@ -145,6 +150,8 @@ class BackboneConfig:
                 bad("action_dim", "a positive int when num_actions is None (continuous actions)")
         elif type(self.num_actions) is not int or self.num_actions < 1:
             bad("num_actions", "a positive int (discrete actions) or None (continuous)")
+        if self.null_action and self.num_actions is None:
+            bad("null_action", "False for continuous actions (the null action is a discrete embedding row)")
         if self.attn not in ATTN_MODES:
             bad("attn", f"one of {ATTN_MODES}")
         if not self.ssm and self.attn == "none":
@@ -167,6 +174,11 @@ class BackboneConfig:
         for bh, bw in self.block_sizes:
             if bh < 1 or bw < 1 or gh % bh or gw % bw:
                 bad("block_sizes", f"blocks (bh, bw) dividing the token grid {self.grid} (latent/patch)")
+
+    @property
+    def action_rows(self) -> int:
+        """Rows of the discrete action embeddings: the env's actions, plus the null action when enabled."""
+        return int(self.num_actions) + int(self.null_action)
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -472,6 +484,11 @@ def _timestep_embedding(t: Tensor, dim: int, max_period: float = 10000.0) -> Ten
     return F.pad(emb, (0, dim % 2))
 
 
+# Init std of the per-token action vectors (``action_tokens``). The tokens they are added to start with a std of
+# ~0.5 per channel (in_proj of unit-variance latents); 0.5 makes the action as visible as the frame content from
+# the first step, where the adaLN path's 0.02 (DiT's init) starts it next to a large noise-level embedding.
+ACTION_TOKEN_INIT_STD = 0.5
+
 # --------------------------------------------------------------------------------------------- backbone
 
 
@@ -487,10 +504,17 @@ class Backbone(nn.Module):
         self.freq_dim = min(D, 256)
         self.noise_mlp = nn.Sequential(nn.Linear(self.freq_dim, D), nn.SiLU(), nn.Linear(D, D))
         if cfg.num_actions is not None:
-            self.action_emb = nn.Embedding(cfg.num_actions, D)
+            self.action_emb = nn.Embedding(cfg.action_rows, D)
             nn.init.normal_(self.action_emb.weight, std=0.02)
         else:
             self.action_emb = nn.Sequential(nn.Linear(cfg.action_dim, D), nn.SiLU(), nn.Linear(D, D))
+        self.action_tok = None
+        if cfg.action_tokens:
+            if cfg.num_actions is not None:
+                self.action_tok = nn.Embedding(cfg.action_rows, D)
+                nn.init.normal_(self.action_tok.weight, std=ACTION_TOKEN_INIT_STD)
+            else:
+                self.action_tok = nn.Linear(cfg.action_dim, D)
         self.layers = nn.ModuleList(_Layer(cfg, blk) for blk in cfg.layer_block_sizes())
         self.final_ada = nn.Linear(D, 2 * D)  # shift, scale of the output head
         self.out_proj = nn.Linear(D, C * p * p)
@@ -519,9 +543,10 @@ class Backbone(nn.Module):
                     f"Backbone.{where}: discrete actions must be integer {bt}, got "
                     f"{actions.dtype} {tuple(actions.shape)}"
                 )
-            if actions.numel() and (int(actions.min()) < 0 or int(actions.max()) >= cfg.num_actions):
+            if actions.numel() and (int(actions.min()) < 0 or int(actions.max()) >= cfg.action_rows):
+                null = f" ({cfg.num_actions} = the null action)" if cfg.null_action else ""
                 raise ValueError(
-                    f"Backbone.{where}: actions must be in [0, {cfg.num_actions}), got values "
+                    f"Backbone.{where}: actions must be in [0, {cfg.action_rows}){null}, got values "
                     f"in [{int(actions.min())}, {int(actions.max())}]"
                 )
         elif tuple(actions.shape) != (*bt, cfg.action_dim) or not actions.dtype.is_floating_point:
@@ -535,6 +560,8 @@ class Backbone(nn.Module):
         p = self.cfg.patch
         tokens = rearrange(x, "b t c (gh p1) (gw p2) -> b t (gh gw) (c p1 p2)", p1=p, p2=p)
         h = self.in_proj(tokens) + self.pos_emb  # (B, T, S, D)
+        if self.action_tok is not None:
+            h = h + self.action_tok(actions)[:, :, None, :]  # the same vector on every token of frame t
         cond = self.noise_mlp(_timestep_embedding(NOISE_LEVEL_SCALE * noise, self.freq_dim)) + self.action_emb(actions)
         return h, cond.to(h.dtype)
 

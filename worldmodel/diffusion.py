@@ -29,7 +29,7 @@ import torch
 @dataclass(frozen=True)
 class DiffusionConfig:
     """Diffusion Forcing training and the per-frame sampler. The presets' sampler settings are in
-    worldmodel/presets.py (DIFFUSION); sampling_steps, context_noise and eta may change after training."""
+    worldmodel/presets.py (DIFFUSION); sampling_steps, context_noise, eta and guidance may change after training."""
 
     prediction: str = "v"
     """What the network predicts: only "v" is implemented (see the module docstring)."""
@@ -41,6 +41,10 @@ class DiffusionConfig:
     """The "stabilisation" noise level at which context and committed frames are fed to the model."""
     eta: float = 0.0
     """DDIM stochasticity (0: deterministic given the initial noise)."""
+    guidance: float = 1.0
+    """Classifier-free guidance on the action when imagining: v = v(null) + guidance * (v(action) - v(null)).
+    1 (the default) is plain conditional sampling; > 1 needs a model trained with a null action and action
+    dropout, and costs a second backbone call per denoising step."""
 
     def __post_init__(self):
         if self.prediction != "v":
@@ -51,6 +55,8 @@ class DiffusionConfig:
             raise ValueError(f"DiffusionConfig.sampling_steps={self.sampling_steps} must be >= 1")
         if not 0.0 <= self.context_noise < 1.0:
             raise ValueError(f"DiffusionConfig.context_noise={self.context_noise} must be in [0, 1)")
+        if not self.guidance >= 0.0:
+            raise ValueError(f"DiffusionConfig.guidance={self.guidance} must be >= 0")
 
 
 def alpha_sigma(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -6,6 +6,7 @@ The one place the project scores dreams; training (``worldmodel.train``), ``benc
     evaluate(model, held_out, context=16, horizon=16, windows=8)   # held-out windows: dream vs real, reward P/R
     compare_open_loop(model, context_frames, real, dream)          # per-step PSNR/SSIM: dream, copy-last, AE
     reward_precision_recall(model, episodes)                       # reward-event P/R, teacher-forced
+    action_sensitivity(model, held_out, context=16, horizon=8)     # does the dream follow its actions?
     event_precision_recall(predicted, true)                        # P/R of any two boolean event arrays
 
 Three rows are always scored against the real future frames, step by step and averaged over windows:
@@ -28,6 +29,7 @@ frames, C x h x w latent grid.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -41,6 +43,13 @@ from .utils import image_strip
 
 __all__ = [
     "EVAL_SEED",
+    "MEMORY_MAZE_ACTIONS",
+    "ActionMeanings",
+    "action_sensitivity",
+    "segment_kind",
+    "shuffle_in_time",
+    "swap_left_right",
+    "windows_of_kind",
     "PSNR_CAP_DB",
     "STRIP_FRAMES",
     "WINDOW_STRIDE",
@@ -308,3 +317,155 @@ def reward_precision_recall(model: WorldModel, data: HeldOutEpisodes) -> dict:
     if not preds:
         return event_precision_recall(torch.zeros(0, dtype=torch.bool), torch.zeros(0, dtype=torch.bool))
     return event_precision_recall(torch.cat(preds), torch.cat(trues))
+
+
+# ---------------------------------------------------------------------- action sensitivity
+# Does the dream follow its actions? A model can guess motion from the context alone (a scripted explorer's
+# turns follow the corridors) and ignore the action it is given. Two measures, on held-out episodes:
+#  1. open loop under the real actions vs the same actions shuffled in time vs left/right swapped, separately on
+#     windows whose imagined stretch is mostly turning and mostly going forward (one noise seed for all three,
+#     so only the actions differ); a model that reads its actions scores best under the real ones;
+#  2. from one context and one noise seed, rollouts under constant "left", "right" and "forward", next to two
+#     noise seeds under the same constant action: a model that follows its actions makes left and right differ
+#     at least as much as two seeds do (a PSNR between them no higher than seed-vs-seed).
+
+
+@dataclass(frozen=True)
+class ActionMeanings:
+    """Which discrete actions turn and go forward, and each action's mirror image (left <-> right). The default
+    is Memory Maze's Discrete(6): 0 noop, 1 forward, 2 turn left, 3 turn right, 4 forward + left,
+    5 forward + right."""
+
+    turn: tuple[int, ...] = (2, 3, 4, 5)
+    """Actions that turn (a window is "turning" when at least SEGMENT_MAJORITY of its imagined actions do)."""
+    forward: tuple[int, ...] = (1,)
+    """Actions that only go forward."""
+    mirror: tuple[int, ...] = (0, 1, 3, 2, 5, 4)
+    """mirror[a]: action a with left and right swapped (forward and noop map to themselves)."""
+    left: int = 2
+    """The constant "left" action of measure 2."""
+    right: int = 3
+    """The constant "right" action of measure 2."""
+
+
+MEMORY_MAZE_ACTIONS = ActionMeanings()
+SEGMENT_MAJORITY = 0.5
+"""An imagined stretch is "turning" (or "forward") when at least this fraction of its actions turn (go forward)."""
+SEGMENT_SCAN_STRIDE = 4
+"""Window starts scanned every this many frames when looking for turning / forward stretches."""
+SEGMENT_KINDS = ("turning", "forward")
+
+
+def segment_kind(actions: torch.Tensor, meanings: ActionMeanings = MEMORY_MAZE_ACTIONS) -> str:
+    """ "turning", "forward" or "mixed" for the actions (Tf,) of an imagined stretch (turning wins a tie)."""
+    a = torch.as_tensor(actions).long()
+    if torch.isin(a, torch.tensor(meanings.turn)).float().mean() >= SEGMENT_MAJORITY:
+        return "turning"
+    if torch.isin(a, torch.tensor(meanings.forward)).float().mean() >= SEGMENT_MAJORITY:
+        return "forward"
+    return "mixed"
+
+
+def windows_of_kind(
+    actions: Sequence[torch.Tensor],
+    context: int,
+    horizon: int,
+    kind: str,
+    count: int,
+    meanings: ActionMeanings = MEMORY_MAZE_ACTIONS,
+) -> list[tuple[int, int]]:
+    """Up to ``count`` (episode, start) windows of context + horizon frames whose imagined stretch is of ``kind``,
+    spread evenly over all such windows (starts scanned every SEGMENT_SCAN_STRIDE frames); deterministic."""
+    cands = []
+    for e, a in enumerate(actions):
+        for s in range(0, len(a) - context - horizon + 1, SEGMENT_SCAN_STRIDE):
+            if segment_kind(a[s + context : s + context + horizon], meanings) == kind:
+                cands.append((e, s))
+    if len(cands) <= count:
+        return cands
+    idx = torch.linspace(0, len(cands) - 1, count).round().long().tolist()
+    return [cands[i] for i in idx]
+
+
+def swap_left_right(actions: torch.Tensor, meanings: ActionMeanings = MEMORY_MAZE_ACTIONS) -> torch.Tensor:
+    """Each action replaced by its mirror image (left <-> right); shape kept."""
+    return torch.tensor(meanings.mirror)[actions.long()]
+
+
+def shuffle_in_time(actions: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """(K, Tf) actions with each row permuted in time: the same actions, not in the order that happened."""
+    perm = torch.stack([torch.randperm(actions.shape[1], generator=gen) for _ in range(actions.shape[0])])
+    return torch.gather(actions, 1, perm)
+
+
+def _pair_scores(x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    """(mean PSNR, mean SSIM) over every frame pair of two uint8 (..., H, W, 3) arrays."""
+    return float(frame_psnr(x, y).mean()), float(frame_ssim(x, y).mean())
+
+
+@torch.no_grad()
+def action_sensitivity(
+    model: WorldModel,
+    data: HeldOutEpisodes,
+    context: int,
+    horizon: int,
+    windows: int = 12,
+    seed: int = EVAL_SEED,
+    meanings: ActionMeanings = MEMORY_MAZE_ACTIONS,
+) -> dict:
+    """Both action measures (see above) on the episodes of ``data`` (frames and actions are read).
+
+    Returns {"context_frames", "horizon", "turning": {...}, "forward": {...}, "constant": {...}}: for turning and
+    forward windows "windows", "psnr_real|shuffled|swapped", "ssim_..." and "psnr_real_minus_swapped",
+    "psnr_real_minus_shuffled" (dB; positive when the real actions fit best); for constant actions "windows",
+    "psnr_left_vs_right", "psnr_left_vs_forward", "psnr_seed_vs_seed" (and SSIM), and "follows_actions":
+    left-vs-right PSNR <= seed-vs-seed PSNR. A kind with no window has {"windows": 0}."""
+    tc, tf = int(context), int(horizon)
+    if tc < 1 or tf < 1 or int(windows) < 1:
+        raise ValueError(
+            f"action_sensitivity: context, horizon, windows must be >= 1, got {context}, {horizon}, {windows}"
+        )
+    res: dict = {"context_frames": tc, "horizon": tf}
+    # 1. real vs shuffled vs swapped actions on turning and on forward stretches
+    for kind in SEGMENT_KINDS:
+        picks = windows_of_kind(data.actions, tc, tf, kind, windows, meanings)
+        if not picks:
+            res[kind] = {"windows": 0}
+            continue
+        f = torch.stack([data.frames[e][s : s + tc + tf] for e, s in picks])  # (K, Tc+Tf, H, W, 3)
+        a = torch.stack([data.actions[e][s : s + tc + tf] for e, s in picks])  # (K, Tc+Tf)
+        real, future = f[:, tc:], a[:, tc:]
+        conditions = {
+            "real": future,
+            "shuffled": shuffle_in_time(future, torch.Generator().manual_seed(seed)),
+            "swapped": swap_left_right(future, meanings),
+        }
+        out = {"windows": len(picks)}
+        for name, fa in conditions.items():
+            dream = model.rollout(f[:, :tc], a[:, :tc], fa, generator=torch.Generator().manual_seed(seed))
+            out[f"psnr_{name}"], out[f"ssim_{name}"] = _pair_scores(real, dream["frames"])
+        out["psnr_real_minus_swapped"] = out["psnr_real"] - out["psnr_swapped"]
+        out["psnr_real_minus_shuffled"] = out["psnr_real"] - out["psnr_shuffled"]
+        res[kind] = out
+    # 2. constant actions from one context: left vs right vs forward, and two noise seeds under one action
+    lengths = [len(a) for a in data.actions]
+    picks = eval_windows(lengths, tc, windows)
+    f = torch.stack([data.frames[e][s : s + tc] for e, s in picks])  # (K, Tc, H, W, 3)
+    a = torch.stack([data.actions[e][s : s + tc] for e, s in picks])  # (K, Tc)
+
+    def constant(action: int, noise_seed: int) -> torch.Tensor:
+        fa = torch.full((len(picks), tf), int(action), dtype=torch.long)
+        return model.rollout(f, a, fa, generator=torch.Generator().manual_seed(noise_seed))["frames"]
+
+    left, right = constant(meanings.left, seed), constant(meanings.right, seed)
+    fwd, left2 = constant(meanings.forward[0], seed), constant(meanings.left, seed + 1)
+    const: dict = {"windows": len(picks)}
+    for name, (x, y) in {
+        "left_vs_right": (left, right),
+        "left_vs_forward": (left, fwd),
+        "seed_vs_seed": (left, left2),
+    }.items():
+        const[f"psnr_{name}"], const[f"ssim_{name}"] = _pair_scores(x, y)
+    const["follows_actions"] = const["psnr_left_vs_right"] <= const["psnr_seed_vs_seed"]
+    res["constant"] = const
+    return res

@@ -74,8 +74,22 @@ class WorldModelConfig:
     at the low ``diffusion.context_noise``)."""
     min_context_frames: int = 1
     """Real frames a rollout needs before it can imagine."""
+    action_dropout: float = 0.0
+    """Training: probability that a frame's action is replaced by the null action (``backbone.null_action``), so
+    the model also learns to predict without it; what classifier-free guidance (``diffusion.guidance``) needs."""
 
     def __post_init__(self):
+        if not 0.0 <= self.action_dropout < 1.0:
+            raise ValueError(f"action_dropout={self.action_dropout}: expected a probability in [0, 1)")
+        if self.action_dropout > 0 and not self.backbone.null_action:
+            raise ValueError(
+                f"action_dropout={self.action_dropout} needs backbone.null_action=True (the action dropped to)"
+            )
+        if self.diffusion.guidance != 1.0 and not self.backbone.null_action:
+            raise ValueError(
+                f"diffusion.guidance={self.diffusion.guidance} needs a model with backbone.null_action=True, "
+                f"trained with action_dropout > 0 (or guidance=1)"
+            )
         if self.backbone.num_actions is not None and self.backbone.num_actions != self.num_actions:
             raise ValueError(f"backbone.num_actions={self.backbone.num_actions} != num_actions={self.num_actions}")
         ae = self.autoencoder
@@ -180,6 +194,7 @@ class WorldModel(nn.Module):
         b, t = z.shape[:2]
         # 1. per-frame noise levels with the long-context clean prefix; loss mask = noised frames
         tau, mask = sample_noise_levels(b, t, cfg.diffusion, generator=generator, device=z.device)
+        actions = self.drop_actions(actions, generator)
         # 2. noise the latents and predict v
         eps = torch.randn(z.shape, generator=generator).to(z)
         x_t = add_noise(z, tau, eps)
@@ -200,6 +215,17 @@ class WorldModel(nn.Module):
             "wm/noised_frac": mask.float().mean().item(),
         }
         return loss, logs
+
+    def drop_actions(self, actions: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Action dropout: each frame's action replaced by the null action with probability ``action_dropout``.
+
+        actions (B, T) int64 -> (B, T); unchanged (the same tensor) when action_dropout is 0. The draw comes from
+        ``generator`` on the CPU, so training is reproducible on every device."""
+        p = self.config.action_dropout
+        if p <= 0:
+            return actions
+        drop = (torch.rand(actions.shape, generator=generator) < p).to(actions.device)  # (B, T) bool
+        return torch.where(drop, torch.full_like(actions, self.config.num_actions), actions)
 
     def reward_events(self, feats: torch.Tensor) -> torch.Tensor:
         """Per-frame features (..., D) -> predicted reward events (...) bool.
@@ -271,10 +297,14 @@ class WorldModel(nn.Module):
         ts = ddim_timesteps(dcfg.sampling_steps)
         # 2. denoise from pure noise with DDIM, every call from the same state
         x = self._noise((b, c, h, w), gen)
+        null = torch.full_like(actions, self.config.num_actions) if dcfg.guidance != 1.0 else None
         for k in range(dcfg.sampling_steps):
             t = ts[k].expand(b).to(self.device)
             t_next = ts[k + 1].expand(b).to(self.device)
             v, _, _ = self.backbone.step(x, actions, t, dream.backbone_state)
+            if null is not None:  # classifier-free guidance on the action
+                v_null, _, _ = self.backbone.step(x, null, t, dream.backbone_state)
+                v = v_null + dcfg.guidance * (v - v_null)
             x, _ = ddim_update(x, v, t, t_next, eta=dcfg.eta, generator=gen)
         z0 = x
         # 3. commit the finished frame at the stabilisation level; its features predict the reward
@@ -318,7 +348,12 @@ class WorldModel(nn.Module):
 
 
 # sampler settings: used only at generation, free to change between training and rollout
-INFERENCE_ONLY_FIELDS = ("diffusion.sampling_steps", "diffusion.context_noise", "diffusion.eta")
+INFERENCE_ONLY_FIELDS = (
+    "diffusion.sampling_steps",
+    "diffusion.context_noise",
+    "diffusion.eta",
+    "diffusion.guidance",
+)
 
 
 WORLD_MODEL_CHECKPOINT = (
@@ -390,16 +425,21 @@ def load(
     ema: bool = True,
     sampling_steps: int | None = None,
     context_noise: float | None = None,
+    guidance: float | None = None,
 ) -> WorldModel:
     """Load a trained world model from a `RUN_DIR/checkpoint.pt`, ready to roll out (eval mode, EMA weights).
 
-    `ema=False` takes the raw training weights instead of their moving average. `sampling_steps` /
-    `context_noise` override the sampler settings stored with the model. Refused with a ValueError naming the
-    file: anything but a world-model checkpoint (e.g. an autoencoder.pt or a plain state_dict), and weights
-    holding NaN or inf values (:class:`NonFiniteWeightsError`, naming the first bad tensor)."""
+    `ema=False` takes the raw training weights instead of their moving average. `sampling_steps`,
+    `context_noise` and `guidance` override the sampler settings stored with the model. Refused with a
+    ValueError naming the file: anything but a world-model checkpoint (e.g. an autoencoder.pt or a plain
+    state_dict), and weights holding NaN or inf values (:class:`NonFiniteWeightsError`, naming the first bad tensor)."""
     model_cfg, ckpt = _world_model_entries(torch_load(path), path)
     cfg = config_from_dict(WorldModelConfig, model_cfg, path)
-    over = {k: v for k, v in (("sampling_steps", sampling_steps), ("context_noise", context_noise)) if v is not None}
+    over = {
+        k: v
+        for k, v in (("sampling_steps", sampling_steps), ("context_noise", context_noise), ("guidance", guidance))
+        if v is not None
+    }
     if over:
         cfg = dataclasses.replace(cfg, diffusion=dataclasses.replace(cfg.diffusion, **over))
     entry = "ema" if (ema and ckpt.get("ema") is not None) else "model"

@@ -23,6 +23,7 @@ BENCHMARKS = [
     "train_cost",
     "world_model_report",
     "ssd_speed",
+    "action_following",
 ]
 PARALLEL_RUNS = 2  # quick runs at once: each is one busy process (two cores on our machines)
 
@@ -50,6 +51,7 @@ def quick(tmp_path_factory, real_episodes, tiny_checkpoint):
         # the shared tiny model and the 3 real episodes it was trained on (needs 4 context frames: QUICK's 6 is more)
         "dream_fidelity": ["--checkpoint", str(tiny_checkpoint), "--episodes", str(real_episodes)],
         "world_model_report": ["--run-dir", str(tiny_checkpoint.parent), "--reward-episodes", str(real_episodes)],
+        "action_following": ["--checkpoint", str(tiny_checkpoint), "--episodes", str(real_episodes)],
     }
     stems = {"world_model_report": "world_model_cpu"}  # the report's default result name (what summary reads)
     published = {p.name: p.stat().st_mtime_ns for p in RESULTS.iterdir()}
@@ -211,3 +213,17 @@ def test_summary_reads_every_published_result():
     ]
     rows = [line for line in proc.stdout.splitlines() if line.startswith("| ") and "`" in line]
     assert len(rows) == sum((RESULTS / f"{n}.json").exists() for n in known), proc.stdout
+
+
+def test_action_following_quick(quick):
+    """Both action measures are reported on the held-out episodes, with the goals judged from them."""
+    r = quick("action_following")
+    assert r["context_frames"] == 4 and r["horizon"] == 3 and r["episodes"] == 2 and r["guidance"] == 1.0
+    for kind in ("turning", "forward"):
+        assert r[kind]["windows"] >= 1, r[kind]
+        assert r[kind]["psnr_real_minus_swapped"] == pytest.approx(r[kind]["psnr_real"] - r[kind]["psnr_swapped"])
+    const = r["constant"]
+    assert const["windows"] == 2 and all(positive(const[f"psnr_{p}"]) for p in ("left_vs_right", "seed_vs_seed"))
+    assert r["goals"]["left_right_differ_as_much_as_seeds"] == (
+        const["psnr_left_vs_right"] <= const["psnr_seed_vs_seed"]
+    )

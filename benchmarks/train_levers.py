@@ -1,0 +1,252 @@
+"""The levers of world-model quality at a fixed CPU budget: one training run per setting, all judged alike.
+
+    python -m benchmarks.train_levers --autoencoder runs/levers/_ae/autoencoder.pt \\
+        --explore-episodes data/episodes/mm9 --mixed-episodes data/episodes/mm9-mixed \\
+        --heldout-episodes data/episodes/mm9-heldout [--settings baseline mixed_data ...] [--steps 400]
+    python -m benchmarks.train_levers --list          # the settings and what each changes
+
+Every setting trains the cpu preset's world model (``worldmodel.train``) with one change (or a named set of
+changes) from ``baseline`` for ``--steps`` optimiser steps on 2 cores, on top of one shared, already trained
+autoencoder (copied into each run, so the minutes are the world model's alone). Each trained model is then
+scored on the same held-out episodes, collected with other seeds than any training data (unseen mazes):
+
+- open loop after 16 real frames, 16 imagined frames: PSNR/SSIM of the dream and of copying the last context
+  frame (``worldmodel.evaluate.evaluate``), reward-event precision/recall;
+- action sensitivity (``worldmodel.evaluate.action_sensitivity``): on turning windows, PSNR under the real
+  actions minus left/right swapped; PSNR between rollouts under constant left and right next to two noise seeds.
+
+Resumable per setting: a finished setting is kept in the results and skipped; an interrupted one resumes from its
+run's checkpoint. Results: train_levers.json (one row per setting and guidance scale, with the run's config,
+minutes and strip) and train_levers.png in benchmarks/results/ (``--out`` to change), strips in
+benchmarks/results/train_levers/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import worldmodel
+from benchmarks.action_following import measure as measure_actions
+from benchmarks.common import RESULTS_DIR, figure, machine_info, write_results
+from envs.episodes import EpisodeStore
+from worldmodel.evaluate import evaluate
+from worldmodel.model import WorldModelConfig, world_model_config
+from worldmodel.train import LatentEpisodes, train, train_config
+from worldmodel.utils import config_to_dict, save_png
+
+NAME = "train_levers"
+EVAL_CONTEXT, EVAL_HORIZON, EVAL_WINDOWS = 16, 16, 16
+"""Held-out open loop: 16 real frames, then 16 imagined, on 16 windows (the cpu preset's training eval)."""
+ACTION_CONTEXT, ACTION_HORIZON, ACTION_WINDOWS = 16, 8, 16
+"""Action sensitivity: 16 real frames, then 8 imagined, up to 16 windows per measure."""
+HELDOUT_EPISODES = 12
+"""Held-out episodes read (the first in name order)."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One training run of the study: what it changes from the cpu preset."""
+
+    what: str
+    """The change, in words."""
+    data: str = "explore"
+    """Training episodes: "explore" (the scripted explorer, as `make data`) or "mixed" (with random segments)."""
+    train: dict[str, Any] = field(default_factory=dict)
+    """TrainConfig overrides."""
+    backbone: dict[str, Any] = field(default_factory=dict)
+    """BackboneConfig overrides."""
+    model: dict[str, Any] = field(default_factory=dict)
+    """WorldModelConfig overrides (e.g. action_dropout)."""
+    diffusion: dict[str, Any] = field(default_factory=dict)
+    """DiffusionConfig overrides."""
+    guidance: tuple[float, ...] = (1.0,)
+    """Classifier-free guidance scales the trained model is evaluated with (one row each)."""
+
+
+_CFG = dict(backbone={"null_action": True}, model={"action_dropout": 0.1}, guidance=(1.0, 2.0))
+SETTINGS: dict[str, Setting] = {
+    "baseline": Setting("the cpu preset as trained by `make demo` (explore data)"),
+    "mixed_data": Setting("training data with random-action segments (actions not predictable from frames)", "mixed"),
+    "action_tokens": Setting(
+        "action vector added to every token (input path beside adaLN)", backbone={"action_tokens": True}
+    ),
+    "mixed_tokens": Setting("mixed data + action tokens", "mixed", backbone={"action_tokens": True}),
+    "mixed_tokens_cfg": Setting(
+        "mixed data + action tokens + null action, 10% action dropout; evaluated with guidance 1 and 2",
+        "mixed",
+        backbone={"action_tokens": True, "null_action": True},
+        model=_CFG["model"],
+        guidance=_CFG["guidance"],
+    ),
+}
+
+
+def model_config(s: Setting, preset: str = "cpu") -> WorldModelConfig:
+    """The preset's world model with the setting's overrides."""
+    cfg = world_model_config(preset)
+    return dataclasses.replace(
+        cfg,
+        backbone=dataclasses.replace(cfg.backbone, **s.backbone),
+        diffusion=dataclasses.replace(cfg.diffusion, **s.diffusion),
+        **s.model,
+    )
+
+
+def run_setting(name: str, s: Setting, args: argparse.Namespace) -> list[dict]:
+    """Train (or resume) one setting, then score it on the held-out episodes: one row per guidance scale."""
+    run = args.runs / name
+    run.mkdir(parents=True, exist_ok=True)
+    if not (run / "autoencoder.pt").exists():  # the shared stage 1: the minutes below are the world model's
+        shutil.copy2(args.autoencoder, run / "autoencoder.pt")
+    episodes = {"explore": args.explore_episodes, "mixed": args.mixed_episodes}[s.data]
+    cfg = train_config(args.preset, steps=args.steps, **s.train)
+    resumed = (run / "checkpoint.pt").exists()
+    t0 = time.perf_counter()
+    train(
+        cfg, episodes, run, resume=resumed, device="cpu", model_cfg=model_config(s, args.preset), progress=args.progress
+    )
+    minutes = (time.perf_counter() - t0) / 60
+    rows = []
+    for g in s.guidance:
+        model = worldmodel.load(run / "checkpoint.pt", device="cpu", guidance=g)
+        paths = EpisodeStore(args.heldout_episodes).paths[:HELDOUT_EPISODES]
+        data = LatentEpisodes(model, paths, min_frames=2, desc="encoding held-out", keep_frames=True)
+        ev = evaluate(model, data, EVAL_CONTEXT, EVAL_HORIZON, EVAL_WINDOWS)
+        act = measure_actions(
+            model, args.heldout_episodes, ACTION_CONTEXT, ACTION_HORIZON, ACTION_WINDOWS, HELDOUT_EPISODES
+        )
+        label = name if len(s.guidance) == 1 else f"{name}@g{g:g}"
+        strip = ev.pop("strip")
+        save_png(args.out / NAME / f"{label}.png", strip)
+        rows.append(
+            {
+                "setting": label,
+                "what": s.what,
+                "data": s.data,
+                "guidance": g,
+                "steps": cfg.steps,
+                "minutes": round(minutes, 2),
+                "resumed": resumed,
+                "psnr_dream": ev["psnr_dream_mean"],
+                "psnr_copy_last": ev["psnr_copy_last_mean"],
+                "psnr_gain": ev["psnr_dream_mean"] - ev["psnr_copy_last_mean"],
+                "ssim_dream": ev["ssim_dream_mean"],
+                "ssim_copy_last": ev["ssim_copy_last_mean"],
+                "reward_precision": ev.get("reward_precision"),
+                "reward_recall": ev.get("reward_recall"),
+                "turning_real_minus_swapped_db": act["turning"].get("psnr_real_minus_swapped"),
+                "turning_real_minus_shuffled_db": act["turning"].get("psnr_real_minus_shuffled"),
+                "forward_real_minus_shuffled_db": act["forward"].get("psnr_real_minus_shuffled"),
+                "left_vs_right_db": act["constant"]["psnr_left_vs_right"],
+                "seed_vs_seed_db": act["constant"]["psnr_seed_vs_seed"],
+                "follows_actions": act["constant"]["follows_actions"],
+                "open_loop": {k: v for k, v in ev.items() if isinstance(v, list)},
+                "action_sensitivity": act,
+                "config": {"train": config_to_dict(cfg), "model": config_to_dict(model.config)},
+                "strip": f"{NAME}/{label}.png",
+            }
+        )
+    return rows
+
+
+def plot(rows: list[dict]):
+    """Four bars per setting: PSNR gain over copy-last, SSIM, turning real-minus-swapped, left/right vs seeds."""
+    fig, axes = figure(1, 4, figsize=(16, 0.45 * len(rows) + 2.2))
+    names = [r["setting"] for r in rows]
+    y = np.arange(len(rows))
+    panels = [
+        ("psnr_gain", "held-out PSNR dream - copy-last (dB)\n(goal >= 4)", 4.0),
+        ("ssim_dream", "held-out SSIM of the dream\n(goal >= 0.65)", 0.65),
+        ("turning_real_minus_swapped_db", "turning: real - swapped actions (dB)\n(goal >= 2)", 2.0),
+        ("left_minus_seeds", "PSNR left-vs-right minus seed-vs-seed (dB)\n(goal <= 0)", 0.0),
+    ]
+    for ax, (key, label, goal) in zip(axes, panels):
+        if key == "left_minus_seeds":
+            vals = [r["left_vs_right_db"] - r["seed_vs_seed_db"] for r in rows]
+        else:
+            vals = [r[key] if r[key] is not None else float("nan") for r in rows]
+        ax.barh(y, vals, color="C0")
+        ax.axvline(goal, color="C3", ls="--", lw=1)
+        ax.set_yticks(y, names if ax is axes[0] else [""] * len(rows))
+        ax.invert_yaxis()
+        ax.set_xlabel(label, fontsize=8)
+    fig.suptitle("held-out quality and action-following per training setting (cpu preset, 2 cores)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line."""
+    ap = argparse.ArgumentParser(
+        prog="python -m benchmarks.train_levers",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ap.add_argument("--list", action="store_true", help="print the settings and exit")
+    ap.add_argument("--settings", nargs="+", default=list(SETTINGS), help="settings to run, in order (default: all)")
+    ap.add_argument("--steps", type=int, default=400, help="optimiser steps per setting (default: 400)")
+    ap.add_argument("--preset", default="cpu", choices=("tiny", "cpu"), help="model size (default: cpu; tiny: tests)")
+    ap.add_argument("--autoencoder", type=Path, help="a trained cpu autoencoder.pt shared by every run")
+    ap.add_argument("--explore-episodes", type=Path, default=Path("data/episodes/mm9"))
+    ap.add_argument("--mixed-episodes", type=Path, default=Path("data/episodes/mm9-mixed"))
+    ap.add_argument("--heldout-episodes", type=Path, default=Path("data/episodes/mm9-heldout"))
+    ap.add_argument("--runs", type=Path, default=Path("runs/levers"), help="folder of the runs (default: runs/levers)")
+    ap.add_argument("--out", type=Path, default=RESULTS_DIR, help="results folder (default: benchmarks/results)")
+    ap.add_argument("--redo", action="store_true", help="re-score settings already in the results")
+    ap.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    args = ap.parse_args(argv)
+    unknown = [s for s in args.settings if s not in SETTINGS]
+    if unknown:
+        ap.error(f"unknown setting(s) {unknown}; known: {list(SETTINGS)}")
+    if args.steps < 1:
+        ap.error(f"--steps {args.steps}: expected >= 1")
+    if not args.list:
+        if args.autoencoder is None or not args.autoencoder.is_file():
+            ap.error(
+                f"--autoencoder {args.autoencoder}: expected a trained autoencoder.pt (worldmodel.train_autoencoder)"
+            )
+        for opt in ("explore_episodes", "heldout_episodes"):
+            if not getattr(args, opt).is_dir():
+                ap.error(f"--{opt.replace('_', '-')} {getattr(args, opt)}: no such folder")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m benchmarks.train_levers``."""
+    args = parse_args(argv)
+    if args.list:
+        for name, s in SETTINGS.items():
+            print(f"{name:18s} {s.what}")
+        return 0
+    path = args.out / f"{NAME}.json"
+    rows = json.loads(path.read_text())["rows"] if path.exists() else []
+    for name in args.settings:
+        done = [r for r in rows if r["setting"].split("@")[0] == name and r["steps"] == args.steps]
+        if done and not args.redo:
+            print(f"{name}: already in {path}, skipped (--redo to score it again)")
+            continue
+        print(f"== {name}: {SETTINGS[name].what}")
+        new = run_setting(name, SETTINGS[name], args)
+        rows = [r for r in rows if r not in done] + new
+        write_results(NAME, {"rows": rows, "machine": machine_info()}, plot(rows), args.out)  # after every setting
+        for r in new:
+            print(
+                f"{r['setting']}: PSNR {r['psnr_dream']:.2f} (copy-last {r['psnr_copy_last']:.2f}), SSIM "
+                f"{r['ssim_dream']:.3f}, turning real-swapped {r['turning_real_minus_swapped_db']:+.2f} dB, "
+                f"L/R {r['left_vs_right_db']:.1f} dB vs seeds {r['seed_vs_seed_db']:.1f}, {r['minutes']:.1f} min"
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
