@@ -51,7 +51,7 @@ import envs  # noqa: E402  (registers the Memory Maze ids)
 from envs.episodes import EpisodeError, episode_length, save_episode  # noqa: E402
 from envs.fileio import RunLock, RunLockedError, atomic_write_json, clean_stale_temps  # noqa: E402
 from envs.memory_maze import STATE_KEYS, RenderingError  # noqa: E402
-from envs.policies import POLICIES, make_policy  # noqa: E402
+from envs.policies import PHASES, POLICIES, make_policy  # noqa: E402
 
 __all__ = [
     "CollectArgs",
@@ -92,10 +92,11 @@ class CollectConfig:
     """Worker processes, each with its own env."""
     seed: int = 0
     """Episode i uses env seed SEED+i (0 <= SEED+i < 2**32)."""
-    policy: Literal["explore", "random", "revisit"] = "explore"
-    """explore: BFS walks to random cells with action noise; random; revisit: walk out, then retrace the path."""
+    policy: Literal["explore", "random", "revisit", "mixed"] = "explore"
+    """explore: BFS walks to random cells with action noise; random; revisit: walk out, then retrace the path;
+    mixed: explore with segments of random held actions (about half the steps)."""
     noise: float = 0.1
-    """Probability of a random action (explore, revisit), in [0, 1]."""
+    """Probability of a random action (explore, revisit, mixed between segments), in [0, 1]."""
     revisit_steps: int | None = None
     """revisit: outward steps before retracing (None: half of --steps)."""
     fast: bool = True
@@ -185,7 +186,7 @@ def collect_episode(env, policy, seed: int, steps: int) -> dict[str, np.ndarray]
             raise RuntimeError(f"episode ended after {t} of {steps} steps (the task's limit is lower)")
     data = {"image": np.stack(frames), "action": actions, "reward": rewards}
     data.update({k: np.stack(v) for k, v in states.items()})
-    if getattr(policy, "name", "") == "revisit":
+    if getattr(policy, "name", "") in PHASES:  # revisit: 0 outward / 1 retracing; mixed: 1 = random segment
         data["phase"] = phases
     return data
 

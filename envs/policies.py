@@ -12,9 +12,14 @@ counter-clockwise, ~18 degrees a step), 3 right, 4 forward+left, 5 forward+right
 - ``revisit`` (:class:`RevisitPolicy`): explore for ``out_steps`` steps (phase 0), then retrace the sequence
   of cells it visited, in reverse, back to the cell it started from (phase 1, no noise); then a new cycle.
   The return half passes back through the places of the outward half: the retrieval benchmark's setting.
+- ``mixed`` (:class:`MixedPolicy`): ``explore`` (phase 0) interrupted by segments of uniform random actions,
+  each held for a few steps (phase 1). Explore's actions are predictable from the frames (it follows
+  corridors); in the random segments turns happen where the frames do not predict them, so a world model
+  has to read its actions. After a segment the navigator re-plans from wherever the agent ended up.
 
 Every policy has ``reset(info, rng)``, ``act(info) -> int`` and ``phase`` (int; always 0 except for
-``revisit``). Policies are deterministic given the ``numpy.random.Generator`` passed to ``reset``.
+``revisit`` and ``mixed``, see :data:`PHASES`). Policies are deterministic given the
+``numpy.random.Generator`` passed to ``reset``.
 """
 
 from __future__ import annotations
@@ -26,7 +31,9 @@ import numpy as np
 
 __all__ = [
     "POLICIES",
+    "PHASES",
     "ExplorePolicy",
+    "MixedPolicy",
     "Navigator",
     "RandomPolicy",
     "RevisitPolicy",
@@ -39,6 +46,11 @@ NOOP, FORWARD, LEFT, RIGHT, FORWARD_LEFT, FORWARD_RIGHT = range(6)
 N_ACTIONS = 6
 
 Cell = tuple[int, int]  # (x, y)
+
+# ``mixed``: the random segments. A full spin is ~20 turn steps (~18 degrees each).
+RANDOM_SEGMENT_PROB = 0.5  # expected fraction of steps spent in random segments: half the data action-driven
+SEGMENT_STEPS = (8, 24)  # a segment's length, uniform in [8, 24] (mean 16): several held actions, up to ~1 spin
+REPEAT_STEPS = (1, 4)  # each random action is held for uniform [1, 4] steps (action repeat: 18-72 degree turns)
 
 
 def cell_of(pos, layout: np.ndarray) -> Cell:
@@ -94,6 +106,12 @@ class Navigator:
     def __init__(self, config: NavigatorConfig = NavigatorConfig()):
         self.config = config
         self.goal: Cell | None = None
+        self._last_pos = None
+        self._still = 0
+        self._escape = 0
+
+    def reset_motion(self):
+        """Forget the motion history (stuck detection, an escape in progress), e.g. after others steered."""
         self._last_pos = None
         self._still = 0
         self._escape = 0
@@ -263,12 +281,87 @@ class RevisitPolicy:
         return self._nav.act(info, self.rng)
 
 
-POLICIES = ("explore", "random", "revisit")
+class MixedPolicy:
+    """``explore`` (phase 0) interrupted by segments of uniform random actions held a few steps each (phase 1).
+
+    At every explore step a segment starts with probability ``start_prob``, chosen so that the expected fraction
+    of steps inside segments is ``random_fraction`` (explore runs are geometric, so segment starts are not
+    predictable from the frames or the step count). A segment lasts uniform ``segment_steps`` steps; within
+    it, an action drawn uniformly from all six is held for uniform ``repeat_steps`` steps, then another is drawn.
+    The explore goal is kept across a segment: the navigator plans its BFS path from the current cell at every
+    step, and its stuck detection is reset when the segment ends, so it recovers from wherever the agent is.
+    """
+
+    name = "mixed"
+
+    def __init__(
+        self,
+        noise: float = 0.1,
+        random_fraction: float = RANDOM_SEGMENT_PROB,
+        segment_steps: tuple[int, int] = SEGMENT_STEPS,
+        repeat_steps: tuple[int, int] = REPEAT_STEPS,
+    ):
+        if not 0.0 <= random_fraction <= 1.0:
+            raise ValueError(f"random_fraction={random_fraction!r}: expected a fraction in [0, 1]")
+        for label, (low, high) in (("segment_steps", segment_steps), ("repeat_steps", repeat_steps)):
+            if not 1 <= low <= high:
+                raise ValueError(f"{label}={(low, high)!r}: expected (low, high) with 1 <= low <= high")
+        self.explore = ExplorePolicy(noise=noise)
+        self.random_fraction = float(random_fraction)
+        self.segment_steps = (int(segment_steps[0]), int(segment_steps[1]))
+        self.repeat_steps = (int(repeat_steps[0]), int(repeat_steps[1]))
+        self.phase = 0
+
+    @property
+    def start_prob(self) -> float:
+        """Per explore step probability of starting a segment.
+
+        An explore run lasts (1 - q) / q steps on average and a segment ``mean_len``; setting
+        ``mean_len / ((1 - q) / q + mean_len) = f`` gives ``q = f / (f + mean_len * (1 - f))``.
+        """
+        f = self.random_fraction
+        mean_len = sum(self.segment_steps) / 2
+        return f / (f + mean_len * (1 - f)) if f > 0 else 0.0
+
+    def reset(self, info, rng: np.random.Generator):
+        """Start an episode (exploring) from the state in ``info``, drawing everything from ``rng``."""
+        self.rng = rng
+        self.explore.reset(info, rng)
+        self.phase = 0
+        self._left = 0  # steps left in the current random segment
+        self._hold = 0  # steps left holding the current random action
+        self._action = NOOP
+
+    def act(self, info) -> int:
+        """A random segment's held action (phase 1), or explore's action (phase 0)."""
+        if self._left == 0 and self.rng.random() < self.start_prob:
+            self._left = int(self.rng.integers(self.segment_steps[0], self.segment_steps[1] + 1))
+            self._hold = 0
+        if self._left > 0:
+            self.phase = 1
+            if self._hold == 0:
+                self._action = int(self.rng.integers(N_ACTIONS))
+                self._hold = int(self.rng.integers(self.repeat_steps[0], self.repeat_steps[1] + 1))
+            self._hold -= 1
+            self._left -= 1
+            if self._left == 0:
+                self.explore.nav.reset_motion()  # its last position is from before the segment
+            return self._action
+        self.phase = 0
+        return self.explore.act(info)
+
+
+POLICIES = ("explore", "random", "revisit", "mixed")
+# the policies whose ``phase`` collection records (episode key ``phase``), and what its values mean
+PHASES = {"revisit": "0 outward / 1 retracing", "mixed": "0 exploring / 1 random segment"}
 DEFAULT_EPISODE_STEPS = 500  # the episode length revisit's default outward half is taken from when none is given
 
 
 def make_policy(name: str, *, steps: int | None = None, noise: float = 0.1, revisit_steps: int | None = None):
-    """Build a policy by name. ``revisit`` walks out for ``revisit_steps`` (default: half of ``steps``)."""
+    """Build a policy by name. ``revisit`` walks out for ``revisit_steps`` (default: half of ``steps``).
+
+    ``noise`` is explore's action noise (``explore``, ``revisit``, and ``mixed`` outside its random segments).
+    """
     if name == "explore":
         return ExplorePolicy(noise=noise)
     if name == "random":
@@ -276,4 +369,6 @@ def make_policy(name: str, *, steps: int | None = None, noise: float = 0.1, revi
     if name == "revisit":
         out = revisit_steps if revisit_steps is not None else max(1, (steps or DEFAULT_EPISODE_STEPS) // 2)
         return RevisitPolicy(out_steps=out, noise=noise)
+    if name == "mixed":
+        return MixedPolicy(noise=noise)
     raise ValueError(f"unknown policy {name!r}: expected one of {', '.join(POLICIES)}")
