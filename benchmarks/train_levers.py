@@ -71,6 +71,10 @@ class Setting:
     """DiffusionConfig overrides."""
     guidance: tuple[float, ...] = (1.0,)
     """Classifier-free guidance scales the trained model is evaluated with (one row each)."""
+    reuse: str | None = None
+    """Inference-only lever: score the model trained by this other setting (no training of its own)."""
+    inference: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments of ``worldmodel.load`` for scoring: ``ema``, ``sampling_steps``, ``context_noise``."""
 
 
 _CFG = dict(backbone={"null_action": True}, model={"action_dropout": 0.1}, guidance=(1.0, 2.0))
@@ -102,23 +106,34 @@ def model_config(s: Setting, preset: str = "cpu") -> WorldModelConfig:
     )
 
 
-def run_setting(name: str, s: Setting, args: argparse.Namespace) -> list[dict]:
-    """Train (or resume) one setting, then score it on the held-out episodes: one row per guidance scale."""
-    run = args.runs / name
-    run.mkdir(parents=True, exist_ok=True)
-    if not (run / "autoencoder.pt").exists():  # the shared stage 1: the minutes below are the world model's
-        shutil.copy2(args.autoencoder, run / "autoencoder.pt")
-    episodes = {"explore": args.explore_episodes, "mixed": args.mixed_episodes}[s.data]
-    cfg = train_config(args.preset, steps=args.steps, **s.train)
-    resumed = (run / "checkpoint.pt").exists()
-    t0 = time.perf_counter()
-    train(
-        cfg, episodes, run, resume=resumed, device="cpu", model_cfg=model_config(s, args.preset), progress=args.progress
-    )
-    minutes = (time.perf_counter() - t0) / 60
+def run_setting(name: str, s: Setting, args: argparse.Namespace, rows_so_far: list[dict] = ()) -> list[dict]:
+    """Train (or resume) one setting, then score it on the held-out episodes: one row per guidance scale.
+
+    A setting with ``reuse`` trains nothing: it scores the named setting's model with other inference settings
+    (its minutes are that run's)."""
+    if s.reuse is not None:
+        run = args.runs / s.reuse
+        if not (run / "checkpoint.pt").exists():
+            raise SystemExit(f"setting {name!r} scores the model of {s.reuse!r}: run that setting first ({run})")
+        cfg = train_config(args.preset, steps=args.steps, **SETTINGS[s.reuse].train)
+        resumed = False
+        trained = [r for r in rows_so_far if r["setting"].split("@")[0] == s.reuse and r["steps"] == args.steps]
+        minutes = trained[0]["minutes"] if trained else float("nan")
+    else:
+        run = args.runs / name
+        run.mkdir(parents=True, exist_ok=True)
+        if not (run / "autoencoder.pt").exists():  # the shared stage 1: the minutes below are the world model's
+            shutil.copy2(args.autoencoder, run / "autoencoder.pt")
+        episodes = {"explore": args.explore_episodes, "mixed": args.mixed_episodes}[s.data]
+        cfg = train_config(args.preset, **{"steps": args.steps, **s.train})
+        resumed = (run / "checkpoint.pt").exists()
+        t0 = time.perf_counter()
+        model_cfg = model_config(s, args.preset)
+        train(cfg, episodes, run, resume=resumed, device="cpu", model_cfg=model_cfg, progress=args.progress)
+        minutes = (time.perf_counter() - t0) / 60
     rows = []
     for g in s.guidance:
-        model = worldmodel.load(run / "checkpoint.pt", device="cpu", guidance=g)
+        model = worldmodel.load(run / "checkpoint.pt", device="cpu", guidance=g, **s.inference)
         paths = EpisodeStore(args.heldout_episodes).paths[:HELDOUT_EPISODES]
         data = LatentEpisodes(model, paths, min_frames=2, desc="encoding held-out", keep_frames=True)
         ev = evaluate(model, data, EVAL_CONTEXT, EVAL_HORIZON, EVAL_WINDOWS)
@@ -134,7 +149,10 @@ def run_setting(name: str, s: Setting, args: argparse.Namespace) -> list[dict]:
                 "what": s.what,
                 "data": s.data,
                 "guidance": g,
-                "steps": cfg.steps,
+                "inference": s.inference,
+                "reuses": s.reuse,
+                "steps": args.steps,
+                "train_steps": cfg.steps,
                 "minutes": round(minutes, 2),
                 "resumed": resumed,
                 "psnr_dream": ev["psnr_dream_mean"],
@@ -236,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name}: already in {path}, skipped (--redo to score it again)")
             continue
         print(f"== {name}: {SETTINGS[name].what}")
-        new = run_setting(name, SETTINGS[name], args)
+        new = run_setting(name, SETTINGS[name], args, rows)
         rows = [r for r in rows if r not in done] + new
         write_results(NAME, {"rows": rows, "machine": machine_info()}, plot(rows), args.out)  # after every setting
         for r in new:

@@ -2,8 +2,7 @@
 
 Axis legend: B batch, T frames, C latent channels, h x w latent grid.
 
-Parameterisation (documented choice): **v-prediction** with the cosine schedule in continuous time
-t in [0, 1]:
+Parameterisation (default): **v-prediction** with the cosine schedule in continuous time t in [0, 1]:
 
     alpha(t) = cos(pi t / 2),  sigma(t) = sin(pi t / 2)       (variance preserving, alpha^2 + sigma^2 = 1)
     x_t      = alpha x_0 + sigma eps
@@ -11,7 +10,19 @@ t in [0, 1]:
     x_0      = alpha x_t - sigma v,   eps = sigma x_t + alpha v
 
 t = 0 is a clean frame, t = 1 pure noise. v-prediction stays well conditioned at both ends, which
-matters here because Diffusion Forcing feeds frames at every noise level side by side.
+matters here because Diffusion Forcing feeds frames at every noise level side by side. The other options
+(``DiffusionConfig``), measured by ``benchmarks.train_levers``:
+
+- ``prediction="x0"``: the network predicts the clean latent; eps = (x_t - alpha x0) / sigma. Epsilon
+  prediction is not offered: at t = 1 (alpha = 0, which the sampler starts from) x0 = (x_t - sigma eps) / alpha
+  is undefined (Lin et al. 2024, "Common diffusion noise schedules and sample steps are flawed").
+- ``loss_weighting="min_snr"``: Min-SNR-gamma (Hang et al. 2023), per-frame weight min(SNR, gamma) / (SNR + 1)
+  on the v error and min(SNR, gamma) on the x0 error, SNR = alpha^2 / sigma^2 (the same weight in x0 units).
+- ``noise_levels="edm"``: EDM's training distribution of noise levels (Karras et al. 2022, used by DIAMOND),
+  ln sigma ~ N(-1.2, 1.2^2) for the variance-exploding sigma = sigma/alpha = tan(pi t / 2), i.e.
+  t = (2 / pi) atan(sigma). With sigma_data = 1, EDM's preconditioned denoiser (c_skip, c_out, c_in) trained
+  with EDM's loss weight is exactly v-prediction with a unit-weight v loss on the VP latents, so v + "edm" is
+  EDM's recipe up to sigma_data; "uniform" is Diffusion Forcing's U(0, 1) per frame.
 
 Diffusion Forcing (Chen et al. 2024) gives every frame its own noise level. The long-context trick of
 Po et al. 2025: with probability 0.5 a clean prefix (t = 0) of random length longer than half the
@@ -22,8 +33,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import torch
+
+Prediction = Literal["v", "x0"]
+LossWeighting = Literal["none", "min_snr"]
+NoiseLevels = Literal["uniform", "edm"]
+EDM_P_MEAN, EDM_P_STD = -1.2, 1.2  # EDM's ln(sigma) ~ N(P_mean, P_std^2) (Karras et al. 2022, Table 1)
+SIGMA_MIN = 1e-4  # sigma(t) floor when eps is recovered from an x0 prediction (t = 0 only occurs in the loss mask)
 
 
 @dataclass(frozen=True)
@@ -31,8 +49,14 @@ class DiffusionConfig:
     """Diffusion Forcing training and the per-frame sampler. The presets' sampler settings are in
     worldmodel/presets.py (DIFFUSION); sampling_steps, context_noise, eta and guidance may change after training."""
 
-    prediction: str = "v"
-    """What the network predicts: only "v" is implemented (see the module docstring)."""
+    prediction: Prediction = "v"
+    """What the network predicts: "v" (alpha eps - sigma x0) or "x0" (the clean latent); see the module docstring."""
+    loss_weighting: LossWeighting = "none"
+    """Per-frame loss weight over noise levels: "none" (unit weight on the predicted quantity) or "min_snr"."""
+    min_snr_gamma: float = 5.0
+    """gamma of Min-SNR-gamma weighting (Hang et al. 2023 use 5)."""
+    noise_levels: NoiseLevels = "uniform"
+    """Training noise levels per frame: "uniform" t ~ U(0, 1) (Diffusion Forcing) or "edm" (log-normal sigma)."""
     clean_prefix_prob: float = 0.5
     """Probability of the long-context trick: a clean prefix longer than half the window (paper: 0.5)."""
     sampling_steps: int = 4
@@ -47,8 +71,13 @@ class DiffusionConfig:
     dropout, and costs a second backbone call per denoising step."""
 
     def __post_init__(self):
-        if self.prediction != "v":
-            raise ValueError(f"DiffusionConfig.prediction={self.prediction!r}: only 'v' is implemented")
+        for name, kind in (("prediction", Prediction), ("loss_weighting", LossWeighting), ("noise_levels", NoiseLevels)):
+            if getattr(self, name) not in get_args(kind):
+                raise ValueError(
+                    f"DiffusionConfig.{name}={getattr(self, name)!r}: expected one of {', '.join(get_args(kind))}"
+                )
+        if not self.min_snr_gamma > 0:
+            raise ValueError(f"DiffusionConfig.min_snr_gamma={self.min_snr_gamma} must be > 0")
         if not 0.0 <= self.clean_prefix_prob <= 1.0:
             raise ValueError(f"DiffusionConfig.clean_prefix_prob={self.clean_prefix_prob} must be in [0, 1]")
         if self.sampling_steps < 1:
@@ -87,6 +116,39 @@ def x0_eps_from_v(x_t: torch.Tensor, t: torch.Tensor, v: torch.Tensor) -> tuple[
     return a * x_t - s * v, s * x_t + a * v
 
 
+def target(x0: torch.Tensor, t: torch.Tensor, eps: torch.Tensor, prediction: Prediction = "v") -> torch.Tensor:
+    """What the network is trained to output: v (see v_target) or x0 itself."""
+    return v_target(x0, t, eps) if prediction == "v" else x0
+
+
+def x0_eps_from_pred(
+    x_t: torch.Tensor, t: torch.Tensor, pred: torch.Tensor, prediction: Prediction = "v"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x0, eps) from a noisy x_t and the network's output in the ``prediction`` parameterisation."""
+    if prediction == "v":
+        return x0_eps_from_v(x_t, t, pred)
+    a, s = alpha_sigma(_expand(t, x_t))
+    return pred, (x_t - a * pred) / s.clamp_min(SIGMA_MIN)
+
+
+def snr(t: torch.Tensor) -> torch.Tensor:
+    """Signal-to-noise ratio alpha^2 / sigma^2 = cot^2(pi t / 2) (infinite at t = 0, 0 at t = 1)."""
+    a, s = alpha_sigma(t)
+    return a**2 / s**2
+
+
+def loss_weight(t: torch.Tensor, cfg: DiffusionConfig) -> torch.Tensor:
+    """Per-frame weight (same shape as t) of the squared error on the predicted quantity.
+
+    "none": 1. "min_snr": min(SNR, gamma) / (SNR + 1) for v, min(SNR, gamma) for x0. Both equal
+    min(SNR, gamma) times the x0 error: the v error is the x0 error / sigma, and 1 / sigma^2 = SNR + 1."""
+    if cfg.loss_weighting == "none":
+        return torch.ones_like(t)
+    r = snr(t)
+    w = r.clamp_max(cfg.min_snr_gamma)
+    return w / (r + 1) if cfg.prediction == "v" else w
+
+
 def sample_noise_levels(
     batch: int,
     frames: int,
@@ -98,7 +160,8 @@ def sample_noise_levels(
 
     Returns t (B, T) in [0, 1] and mask (B, T) bool (True = the frame counts in the loss).
 
-    1. every frame draws its own t ~ U(0, 1) (Diffusion Forcing);
+    1. every frame draws its own t ~ U(0, 1) (Diffusion Forcing), or from EDM's log-normal sigma
+       (``noise_levels="edm"``: t = 2/pi atan(sigma), ln sigma ~ N(-1.2, 1.2^2));
     2. with probability `clean_prefix_prob` a sequence keeps a clean prefix of length L, drawn uniformly
        from the lengths longer than half the window (T/2 < L <= T - 1), at t = 0;
     3. the loss covers only the frames after that prefix (all frames when there is no prefix).
@@ -106,7 +169,11 @@ def sample_noise_levels(
     if frames < 2:
         raise ValueError(f"Diffusion Forcing needs windows of at least 2 frames, got {frames}")
     # 1. independent noise level per frame
-    t = torch.rand(batch, frames, generator=generator).to(device)
+    if cfg.noise_levels == "edm":
+        sigma = torch.exp(EDM_P_MEAN + EDM_P_STD * torch.randn(batch, frames, generator=generator))
+        t = (torch.atan(sigma) * (2 / math.pi)).to(device)
+    else:
+        t = torch.rand(batch, frames, generator=generator).to(device)
     # 2. clean prefix of random length > T/2 for a random half of the sequences
     use_prefix = torch.rand(batch, generator=generator) < cfg.clean_prefix_prob
     lo = frames // 2 + 1  # smallest length strictly longer than half the window
@@ -123,10 +190,19 @@ def sample_noise_levels(
 
 
 def diffusion_loss(
-    pred_v: torch.Tensor, x0: torch.Tensor, t: torch.Tensor, eps: torch.Tensor, mask: torch.Tensor
+    pred: torch.Tensor,
+    x0: torch.Tensor,
+    t: torch.Tensor,
+    eps: torch.Tensor,
+    mask: torch.Tensor,
+    cfg: DiffusionConfig | None = None,
 ) -> torch.Tensor:
-    """Mean squared v-error over the masked frames. pred_v, x0, eps (B, T, C, h, w); t, mask (B, T)."""
-    err = (pred_v - v_target(x0, t, eps)).pow(2).flatten(2).mean(-1)  # (B, T)
+    """Weighted mean squared error of the prediction over the masked frames (``cfg`` default: v, unit weight).
+
+    pred, x0, eps (B, T, C, h, w); t, mask (B, T). The mean is over the masked frames (weights not normalised)."""
+    cfg = cfg or DiffusionConfig()
+    err = (pred - target(x0, t, eps, cfg.prediction)).pow(2).flatten(2).mean(-1)  # (B, T)
+    err = err * loss_weight(t, cfg)
     m = mask.to(err.dtype)
     return (err * m).sum() / m.sum().clamp_min(1.0)
 
@@ -138,14 +214,17 @@ def ddim_timesteps(steps: int, device=None) -> torch.Tensor:
 
 def ddim_update(
     x_t: torch.Tensor,
-    v: torch.Tensor,
+    pred: torch.Tensor,
     t: torch.Tensor,
     t_next: torch.Tensor,
     eta: float = 0.0,
     generator: torch.Generator | None = None,
+    prediction: Prediction = "v",
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One DDIM step from level t to t_next (scalars or (B,)); returns (x_next, x0_hat)."""
-    x0, eps = x0_eps_from_v(x_t, t, v)
+    """One DDIM step from level t to t_next (scalars or (B,)); returns (x_next, x0_hat).
+
+    ``pred`` is the network's output in the ``prediction`` parameterisation."""
+    x0, eps = x0_eps_from_pred(x_t, t, pred, prediction)
     a_n, s_n = alpha_sigma(_expand(t_next, x_t))
     if eta > 0:
         a, s = alpha_sigma(_expand(t, x_t))

@@ -199,7 +199,7 @@ class WorldModel(nn.Module):
         eps = torch.randn(z.shape, generator=generator).to(z)
         x_t = add_noise(z, tau, eps)
         pred, feats = self.backbone(x_t, actions, tau)
-        loss_diff = diffusion_loss(pred, z, tau, eps, mask)
+        loss_diff = diffusion_loss(pred, z, tau, eps, mask, cfg.diffusion)
         # 3. reward head on the per-frame features of the frames seen at low noise
         logits = self.reward_head(feats).squeeze(-1)  # (B, T)
         target = (rewards > 0).to(logits.dtype)
@@ -301,11 +301,11 @@ class WorldModel(nn.Module):
         for k in range(dcfg.sampling_steps):
             t = ts[k].expand(b).to(self.device)
             t_next = ts[k + 1].expand(b).to(self.device)
-            v, _, _ = self.backbone.step(x, actions, t, dream.backbone_state)
-            if null is not None:  # classifier-free guidance on the action
+            v, _, _ = self.backbone.step(x, actions, t, dream.backbone_state)  # v or x0 (dcfg.prediction)
+            if null is not None:  # classifier-free guidance on the action (linear in either parameterisation)
                 v_null, _, _ = self.backbone.step(x, null, t, dream.backbone_state)
                 v = v_null + dcfg.guidance * (v - v_null)
-            x, _ = ddim_update(x, v, t, t_next, eta=dcfg.eta, generator=gen)
+            x, _ = ddim_update(x, v, t, t_next, eta=dcfg.eta, generator=gen, prediction=dcfg.prediction)
         z0 = x
         # 3. commit the finished frame at the stabilisation level; its features predict the reward
         cn = torch.full((b,), dcfg.context_noise, device=self.device)
