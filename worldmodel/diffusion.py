@@ -71,7 +71,8 @@ class DiffusionConfig:
     dropout, and costs a second backbone call per denoising step."""
 
     def __post_init__(self):
-        for name, kind in (("prediction", Prediction), ("loss_weighting", LossWeighting), ("noise_levels", NoiseLevels)):
+        choices = (("prediction", Prediction), ("loss_weighting", LossWeighting), ("noise_levels", NoiseLevels))
+        for name, kind in choices:
             if getattr(self, name) not in get_args(kind):
                 raise ValueError(
                     f"DiffusionConfig.{name}={getattr(self, name)!r}: expected one of {', '.join(get_args(kind))}"

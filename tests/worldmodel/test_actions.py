@@ -70,9 +70,7 @@ def test_action_tokens_give_the_action_a_path_beside_adaln():
 
 def test_action_dropout_replaces_actions_by_the_null_action_at_its_rate():
     base = world_model_config("tiny")
-    cfg = dataclasses.replace(
-        base, backbone=dataclasses.replace(base.backbone, null_action=True), action_dropout=0.25
-    )
+    cfg = dataclasses.replace(base, backbone=dataclasses.replace(base.backbone, null_action=True), action_dropout=0.25)
     model = WorldModel(cfg)
     a = torch.randint(0, 6, (64, 50), generator=torch.Generator().manual_seed(0))
     d = model.drop_actions(a, torch.Generator().manual_seed(1))
