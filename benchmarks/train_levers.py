@@ -60,7 +60,8 @@ class Setting:
     what: str
     """The change, in words."""
     data: str = "explore"
-    """Training episodes: "explore" (the scripted explorer, as `make data`) or "mixed" (with random segments)."""
+    """Training episodes: "explore" (the scripted explorer, as `make data`), "mixed" (with random segments) or
+    "mixed120" (--more-episodes: 120 mixed episodes)."""
     train: dict[str, Any] = field(default_factory=dict)
     """TrainConfig overrides."""
     backbone: dict[str, Any] = field(default_factory=dict)
@@ -78,20 +79,54 @@ class Setting:
 
 
 _CFG = dict(backbone={"null_action": True}, model={"action_dropout": 0.1}, guidance=(1.0, 2.0))
+_MT = {"action_tokens": True}  # the base of the one-change levers below: mixed data + action tokens
+
+
+def _lever(what: str, data: str = "mixed", **kw) -> Setting:
+    """A one-change lever on top of ``mixed_tokens`` (mixed data + action tokens)."""
+    backbone = {**_MT, **kw.pop("backbone", {})}
+    return Setting(what, data, backbone=backbone, **kw)
+
+
+def _inference(what: str, **load_kwargs) -> Setting:
+    """An inference-only lever: the ``mixed_tokens`` model scored with other ``worldmodel.load`` settings."""
+    return Setting(what, "mixed", reuse="mixed_tokens", inference=load_kwargs)
+
+
 SETTINGS: dict[str, Setting] = {
     "baseline": Setting("the cpu preset as trained by `make demo` (explore data)"),
     "mixed_data": Setting("training data with random-action segments (actions not predictable from frames)", "mixed"),
     "action_tokens": Setting(
         "action vector added to every token (input path beside adaLN)", backbone={"action_tokens": True}
     ),
-    "mixed_tokens": Setting("mixed data + action tokens", "mixed", backbone={"action_tokens": True}),
+    "mixed_tokens": Setting("mixed data + action tokens", "mixed", backbone=_MT),
     "mixed_tokens_cfg": Setting(
         "mixed data + action tokens + null action, 10% action dropout; evaluated with guidance 1 and 2",
         "mixed",
-        backbone={"action_tokens": True, "null_action": True},
+        backbone={**_MT, "null_action": True},
         model=_CFG["model"],
         guidance=_CFG["guidance"],
     ),
+    # one change each on top of mixed_tokens
+    "prev_frame": _lever(
+        "+ each token also fed the previous frame's patch (DIAMOND-style)", backbone={"prev_frame": True}
+    ),
+    "edm_noise": _lever(
+        "+ EDM's log-normal training noise levels (v + edm = EDM's recipe)", diffusion={"noise_levels": "edm"}
+    ),
+    "min_snr": _lever("+ Min-SNR-5 loss weighting", diffusion={"loss_weighting": "min_snr"}),
+    "x0_prediction": _lever("+ the network predicts x0 instead of v", diffusion={"prediction": "x0"}),
+    "lr_2e-3": _lever("+ learning rate 2e-3 (preset 1e-3)", train={"lr": 2e-3}),
+    "short_windows": _lever(
+        "+ batch 16 of 16-then-24-frame windows (preset: 8 of 32-then-48; same frames per step)",
+        train={"batch_size": 16, "curriculum": ((0.0, 16), (0.7, 24))},
+    ),
+    "more_data": _lever("+ 120 mixed episodes instead of 40", data="mixed120"),
+    # inference only: the mixed_tokens model, other sampler settings
+    "ctx_noise_0": _inference("mixed_tokens sampled with context noise 0 (preset 0.1)", context_noise=0.0),
+    "ctx_noise_0.3": _inference("mixed_tokens sampled with context noise 0.3", context_noise=0.3),
+    "sampling_4": _inference("mixed_tokens sampled with 4 DDIM steps (preset 2)", sampling_steps=4),
+    "no_ema": _inference("mixed_tokens with its raw weights instead of the EMA", ema=False),
 }
 
 
@@ -124,7 +159,9 @@ def run_setting(name: str, s: Setting, args: argparse.Namespace, rows_so_far: li
         run.mkdir(parents=True, exist_ok=True)
         if not (run / "autoencoder.pt").exists():  # the shared stage 1: the minutes below are the world model's
             shutil.copy2(args.autoencoder, run / "autoencoder.pt")
-        episodes = {"explore": args.explore_episodes, "mixed": args.mixed_episodes}[s.data]
+        episodes = {"explore": args.explore_episodes, "mixed": args.mixed_episodes, "mixed120": args.more_episodes}[
+            s.data
+        ]
         cfg = train_config(args.preset, **{"steps": args.steps, **s.train})
         resumed = (run / "checkpoint.pt").exists()
         t0 = time.perf_counter()
@@ -217,6 +254,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--autoencoder", type=Path, help="a trained cpu autoencoder.pt shared by every run")
     ap.add_argument("--explore-episodes", type=Path, default=Path("data/episodes/mm9"))
     ap.add_argument("--mixed-episodes", type=Path, default=Path("data/episodes/mm9-mixed"))
+    ap.add_argument(
+        "--more-episodes", type=Path, default=Path("data/episodes/mm9-mixed120"), help="120 mixed episodes (more_data)"
+    )
     ap.add_argument("--heldout-episodes", type=Path, default=Path("data/episodes/mm9-heldout"))
     ap.add_argument("--runs", type=Path, default=Path("runs/levers"), help="folder of the runs (default: runs/levers)")
     ap.add_argument("--out", type=Path, default=RESULTS_DIR, help="results folder (default: benchmarks/results)")

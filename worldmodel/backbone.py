@@ -20,7 +20,8 @@ KV of the frames the attention window can still see), so a frame costs the same 
 ``prefill`` is the parallel forward that also returns the state T steps would leave.
 
 State layout: {"t": (B,) int64 frames seen, "layers": [per layer {"ssm": {"conv": (B, nb, c, k-1),
-"ssm": (B, nb, h, p, n)}, "attn": {"k", "v": (B, K, S, H, d), "t": (B,)}}]}. Every tensor has the batch on
+"ssm": (B, nb, h, p, n)}, "attn": {"k", "v": (B, K, S, H, d), "t": (B,)}}]}, plus with ``prev_frame``
+"prev": {"x": (B, C, h, w), "noise": (B,)} (the last frame as fed). Every tensor has the batch on
 axis 0, so states can be indexed / repeated / moved with worldmodel/state.py. ``step`` never modifies its input
 state.
 
@@ -92,6 +93,9 @@ class BackboneConfig:
     #   beside adaLN, so attention and the scan see the action directly; see ACTION_TOKEN_INIT_STD)
     null_action: bool = False  # one more learnt discrete action, index num_actions: "no action given" (action
     #   dropout in training, classifier-free guidance when imagining; see WorldModelConfig.action_dropout)
+    prev_frame: bool = False  # also feed each token the same patch of the previous frame as it was fed (its noisy
+    #   latent and noise level; frame 0 sees zeros at level 1): a one-frame local shortcut beside the scan and
+    #   attention, as DIAMOND conditions its denoiser on past frames stacked on the channels
     dim: int = 128  # model width D
     depth: int = 6  # layers
     heads: int = 4  # attention heads
@@ -500,6 +504,8 @@ class Backbone(nn.Module):
         self.cfg = cfg
         D, S, p, C = cfg.dim, cfg.tokens, cfg.patch, cfg.latent_channels
         self.in_proj = nn.Linear(C * p * p, D)
+        # ``prev_frame``: the previous frame's patch and its noise level, projected and added to the tokens
+        self.prev_proj = nn.Linear(C * p * p + 1, D) if cfg.prev_frame else None
         self.pos_emb = nn.Parameter(torch.randn(S, D) * 0.02)  # learned spatial position per token
         self.freq_dim = min(D, 256)
         self.noise_mlp = nn.Sequential(nn.Linear(self.freq_dim, D), nn.SiLU(), nn.Linear(D, D))
@@ -555,11 +561,23 @@ class Backbone(nn.Module):
                 f"got {actions.dtype} {tuple(actions.shape)}"
             )
 
-    def _embed(self, x: Tensor, actions: Tensor, noise: Tensor) -> tuple[Tensor, Tensor]:
-        """x (B, T, C, h, w) -> tokens (B, T, S, D); actions, noise (B, T[, A]) -> cond (B, T, D)."""
+    def _patches(self, x: Tensor) -> Tensor:
+        """x (B, T, C, h, w) -> (B, T, S, C p p)."""
         p = self.cfg.patch
-        tokens = rearrange(x, "b t c (gh p1) (gw p2) -> b t (gh gw) (c p1 p2)", p1=p, p2=p)
-        h = self.in_proj(tokens) + self.pos_emb  # (B, T, S, D)
+        return rearrange(x, "b t c (gh p1) (gw p2) -> b t (gh gw) (c p1 p2)", p1=p, p2=p)
+
+    def _embed(
+        self, x: Tensor, actions: Tensor, noise: Tensor, prev: tuple[Tensor, Tensor] | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """x (B, T, C, h, w) -> tokens (B, T, S, D); actions, noise (B, T[, A]) -> cond (B, T, D).
+
+        ``prev`` (``prev_frame`` only): the frame before each frame and its noise level, (B, T, C, h, w), (B, T)."""
+        h = self.in_proj(self._patches(x)) + self.pos_emb  # (B, T, S, D)
+        if self.prev_proj is not None:
+            px, pn = prev
+            pp = self._patches(px)  # (B, T, S, C p p)
+            level = pn[:, :, None, None].expand(*pp.shape[:3], 1).to(pp.dtype)  # (B, T, S, 1)
+            h = h + self.prev_proj(torch.cat([pp, level], -1))
         if self.action_tok is not None:
             h = h + self.action_tok(actions)[:, :, None, :]  # the same vector on every token of frame t
         cond = self.noise_mlp(_timestep_embedding(NOISE_LEVEL_SCALE * noise, self.freq_dim)) + self.action_emb(actions)
@@ -590,7 +608,13 @@ class Backbone(nn.Module):
     def _forward(self, x, actions, noise_levels, return_state: bool):
         self._check(x, actions, noise_levels, "forward", frames=True)
         # 1. patchify + spatial positions; per-frame condition = noise-level embedding + action embedding
-        h, cond = self._embed(x, actions, noise_levels)  # (B, T, S, D), (B, T, D)
+        prev = None
+        if self.prev_proj is not None:  # frame t also sees frame t-1 as fed (frame 0: zeros at level 1)
+            prev = (
+                torch.cat([torch.zeros_like(x[:, :1]), x[:, :-1]], 1),  # (B, T, C, h, w)
+                torch.cat([torch.ones_like(noise_levels[:, :1]), noise_levels[:, :-1]], 1),  # (B, T)
+            )
+        h, cond = self._embed(x, actions, noise_levels, prev)  # (B, T, S, D), (B, T, D)
         # 2. layers: block-wise SSM scan through time, frame attention, MLP (each adaLN-modulated per frame)
         layer_states = []
         for layer in self.layers:
@@ -602,16 +626,26 @@ class Backbone(nn.Module):
             return out, feats, None
         B, T = x.shape[:2]
         t = torch.full((B,), T, device=x.device, dtype=torch.long)
-        return out, feats, {"t": t, "layers": layer_states}
+        state = {"t": t, "layers": layer_states}
+        if self.prev_proj is not None:
+            state["prev"] = {"x": x[:, -1], "noise": noise_levels[:, -1]}
+        return out, feats, state
 
     def init_state(self, batch_size: int, device=None, dtype=None) -> State:
         """State before the first frame (zeros; empty / masked caches)."""
         device = device if device is not None else self.in_proj.weight.device
         dtype = dtype if dtype is not None else self.in_proj.weight.dtype
-        return {
+        state = {
             "t": torch.zeros(batch_size, device=device, dtype=torch.long),
             "layers": [layer.init_state(batch_size, self.cfg.tokens, device, dtype) for layer in self.layers],
         }
+        if self.prev_proj is not None:  # the frame before the first: zeros at noise level 1
+            c, (lh, lw) = self.cfg.latent_channels, self.cfg.latent_size
+            state["prev"] = {
+                "x": torch.zeros(batch_size, c, lh, lw, device=device, dtype=dtype),
+                "noise": torch.ones(batch_size, device=device, dtype=dtype),
+            }
+        return state
 
     def step(self, x_t: Tensor, action_t: Tensor, noise_t: Tensor, state: State):
         """One frame: x_t (B, C, h, w), action_t (B,) or (B, A), noise_t (B,) -> (out_t (B, C, h, w),
@@ -622,8 +656,11 @@ class Backbone(nn.Module):
                 f"Backbone.step: the state holds {state['t'].shape[0]} streams, x_t has batch "
                 f"{x_t.shape[0]} (make the state with init_state/prefill of that batch)"
             )
-        # 1. embed the one frame, as in forward
-        h, cond = self._embed(x_t[:, None], action_t[:, None], noise_t[:, None])  # (B, 1, S, D), (B, 1, D)
+        # 1. embed the one frame, as in forward (with the previous frame as fed, kept in the state)
+        prev = None
+        if self.prev_proj is not None:
+            prev = (state["prev"]["x"][:, None], state["prev"]["noise"][:, None])
+        h, cond = self._embed(x_t[:, None], action_t[:, None], noise_t[:, None], prev)  # (B, 1, S, D), (B, 1, D)
         h, cond = h[:, 0], cond[:, 0]
         # 2. every layer continues from its cache: SSM + conv state per block, KV of the visible frames
         new_layers = []
@@ -632,4 +669,7 @@ class Backbone(nn.Module):
             new_layers.append(new)
         # 3. the same head as forward
         out, feat = self._head(h[:, None], cond[:, None])
-        return out[:, 0], feat[:, 0], {"t": state["t"] + 1, "layers": new_layers}
+        new_state = {"t": state["t"] + 1, "layers": new_layers}
+        if self.prev_proj is not None:
+            new_state["prev"] = {"x": x_t, "noise": noise_t.to(x_t.dtype)}
+        return out[:, 0], feat[:, 0], new_state

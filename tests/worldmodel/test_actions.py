@@ -33,9 +33,9 @@ def _random_backbone(**fields) -> Backbone:
     return bb.eval()
 
 
-@pytest.mark.parametrize("action_tokens", [False, True])
-def test_the_action_of_frame_t_changes_frame_t_and_later_never_earlier(action_tokens):
-    bb = _random_backbone(action_tokens=action_tokens)
+@pytest.mark.parametrize("action_tokens, prev_frame", [(False, False), (True, False), (True, True)])
+def test_the_action_of_frame_t_changes_frame_t_and_later_never_earlier(action_tokens, prev_frame):
+    bb = _random_backbone(action_tokens=action_tokens, prev_frame=prev_frame)
     c, (h, w) = bb.cfg.latent_channels, bb.cfg.latent_size
     g = torch.Generator().manual_seed(1)
     x = torch.randn(2, 6, c, h, w, generator=g)
@@ -199,3 +199,25 @@ def test_older_checkpoints_load_and_a_changed_recipe_is_named_on_resume(tiny_che
     with pytest.raises(ValueError, match=re.escape("backbone.action_tokens")):
         check_model_config(new, model_cfg, old)
     check_model_config(model.config, config_to_dict(model.config), old)  # same config: accepted
+
+
+def test_a_prev_frame_model_streams_like_its_parallel_pass():
+    """A WorldModel with ``prev_frame``: prefill then step keeps the previous frame as fed in its state, so a
+    teacher-forced parallel pass and prefill + one step agree on the next frame's prediction."""
+    cfg = world_model_config("tiny")
+    cfg = dataclasses.replace(cfg, backbone=dataclasses.replace(cfg.backbone, prev_frame=True, action_tokens=True))
+    torch.manual_seed(0)
+    model = WorldModel(cfg).eval()
+    bb = model.backbone
+    with torch.no_grad():
+        for p in bb.parameters():
+            p.normal_(0, 0.3)
+    c, (h, w) = bb.cfg.latent_channels, bb.cfg.latent_size
+    g = torch.Generator().manual_seed(2)
+    x, a, n = torch.randn(1, 5, c, h, w, generator=g), torch.randint(0, 6, (1, 5), generator=g), torch.rand(1, 5)
+    with torch.no_grad():
+        out, _ = bb(x, a, n)
+        _, _, state = bb.prefill(x[:, :4], a[:, :4], n[:, :4])
+        assert torch.equal(state["prev"]["x"], x[:, 3]) and torch.equal(state["prev"]["noise"], n[:, 3])
+        o4, _, _ = bb.step(x[:, 4], a[:, 4], n[:, 4], state)
+    assert (o4 - out[:, 4]).abs().max().item() < 1e-4

@@ -79,10 +79,10 @@ def test_shapes_and_zero_initialised_prediction():
     assert torch.count_nonzero(out) == 0 and feats.abs().sum() > 0
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("variant", [*VARIANTS, "hybrid+prev_frame"])
 def test_streaming_equals_parallel_forward(variant):
     """T successive step() calls == forward on the same inputs; prefill's state == the stepped state."""
-    m = _model(variant)
+    m = _model(variant.split("+")[0], **({"prev_frame": True} if "prev_frame" in variant else {}))
     x, a, n = _inputs(m)
     out, feats, st_par = m.prefill(x, a, n)
     out_s, feats_s, st_seq = _stream(m, x, a, n)
@@ -95,9 +95,10 @@ def test_streaming_equals_parallel_forward(variant):
     assert torch.equal(out_f, out)
 
 
-def test_steps_continue_from_prefill():
+@pytest.mark.parametrize("prev_frame", [False, True])
+def test_steps_continue_from_prefill(prev_frame):
     """prefill of the first k frames, then steps, == forward over all frames."""
-    m = _model()
+    m = _model(prev_frame=prev_frame)
     x, a, n = _inputs(m, T=9)
     out, _ = m(x, a, n)
     _, _, state = m.prefill(x[:, :4], a[:, :4], n[:, :4])
@@ -107,9 +108,10 @@ def test_steps_continue_from_prefill():
     assert err <= TOL
 
 
-def test_step_is_pure():
+@pytest.mark.parametrize("prev_frame", [False, True])
+def test_step_is_pure(prev_frame):
     """step() does not modify its state: repeated calls from one state (denoising steps) agree exactly."""
-    m = _model()
+    m = _model(prev_frame=prev_frame)
     x, a, n = _inputs(m, T=5)
     _, _, state = m.prefill(x[:, :4], a[:, :4], n[:, :4])
     snapshot = map_state(lambda t: t.detach().clone(), state)
@@ -327,3 +329,23 @@ def test_noise_level_scale_separates_nearby_noise_levels():
     )
     assert similarity(*unscaled, dim=0) > 0.9999
     assert similarity(*scaled, dim=0) < 0.8
+
+
+def test_prev_frame_input_reaches_the_next_frame_only_through_its_shortcut():
+    """With ``prev_frame`` and no temporal mixing at all (zeroed scan and attention gates), frame t still depends
+    on frame t-1 (the shortcut) and on nothing earlier; without it, frames are independent."""
+    for prev_frame in (False, True):
+        m = _model(prev_frame=prev_frame)
+        with torch.no_grad():
+            for layer in m.layers:  # keep only the MLP sub-block of each layer (per-token, per-frame)
+                w = layer.ada.weight.view(len(layer.subs), 3, -1, layer.ada.weight.shape[-1])
+                b = layer.ada.bias.view(len(layer.subs), 3, -1)
+                w[:-1, 2].zero_()
+                b[:-1, 2].zero_()
+        x, a, n = _inputs(m, B=1, T=5)
+        out, _ = m(x, a, n)
+        x2 = x.clone()
+        x2[:, 2] += 1.0
+        out2, _ = m(x2, a, n)
+        changed = [(out2[:, t] - out[:, t]).abs().max().item() > 1e-6 for t in range(5)]
+        assert changed == [False, False, True, prev_frame, False], (prev_frame, changed)
