@@ -12,6 +12,9 @@ counter-clockwise, ~18 degrees a step), 3 right, 4 forward+left, 5 forward+right
 - ``revisit`` (:class:`RevisitPolicy`): explore for ``out_steps`` steps (phase 0), then retrace the sequence
   of cells it visited, in reverse, back to the cell it started from (phase 1, no noise); then a new cycle.
   The return half passes back through the places of the outward half: the retrieval benchmark's setting.
+- ``oracle`` (:class:`OraclePolicy`): the scripted upper reference of the planners' evaluation (not a
+  collection policy): walks to the cell of the current target (``target_pos``) along BFS paths, a new goal as
+  soon as the target changes. It knows the map and the targets, which no agent sees.
 - ``mixed`` (:class:`MixedPolicy`): ``explore`` (phase 0) interrupted by segments of uniform random actions,
   each held for a few steps (phase 1). Explore's actions are predictable from the frames (it follows
   corridors); in the random segments turns happen where the frames do not predict them, so a world model
@@ -35,6 +38,7 @@ __all__ = [
     "ExplorePolicy",
     "MixedPolicy",
     "Navigator",
+    "OraclePolicy",
     "RandomPolicy",
     "RevisitPolicy",
     "bfs_path",
@@ -349,6 +353,43 @@ class MixedPolicy:
             return self._action
         self.phase = 0
         return self.explore.act(info)
+
+
+class OraclePolicy:
+    """Drives to the current target with the map: the goal is the cell of ``info["target_pos"]`` (re-read every
+    step, so a new target is followed as soon as the last one is touched), reached along BFS paths by a
+    :class:`Navigator` (its stuck escapes draw from the ``rng`` given to ``reset``). The target sphere sits at
+    its cell's centre, where the navigator steers last, so arriving is touching it."""
+
+    name = "oracle"
+    phase = 0
+
+    def __init__(self, navigator: NavigatorConfig = NavigatorConfig()):
+        self.navigator = navigator
+
+    def reset(self, info, rng: np.random.Generator):
+        """Start an episode from the state in ``info`` (needs ``target_pos``, ``agent_pos``, ``agent_dir``,
+        ``maze_layout``); escapes draw from ``rng``."""
+        self.rng = rng
+        self.nav = Navigator(self.navigator)
+        self.nav.set_goal(self.goal_of(info))
+
+    @staticmethod
+    def goal_of(info) -> Cell:
+        """The (x, y) cell of the current target; KeyError naming the key when ``info`` lacks it."""
+        for key in ("target_pos", "maze_layout"):
+            if key not in info:
+                raise KeyError(
+                    f"OraclePolicy needs info[{key!r}] (a Memory Maze env reports it), got keys {sorted(info)}"
+                )
+        return cell_of(info["target_pos"], np.asarray(info["maze_layout"]))
+
+    def act(self, info) -> int:
+        """The next action towards the current target's cell."""
+        goal = self.goal_of(info)
+        if goal != self.nav.goal:
+            self.nav.set_goal(goal)
+        return self.nav.act(info, self.rng)
 
 
 POLICIES = ("explore", "random", "revisit", "mixed")
