@@ -44,6 +44,7 @@ from .diffusion import (
     diffusion_loss,
     sample_noise_levels,
 )
+from .state import state_repeat
 from .utils import check_config, config_to_dict, resolve_device, torch_load
 
 
@@ -342,6 +343,95 @@ class WorldModel(nn.Module):
             frames.append(f.cpu())
             rewards.append(r.cpu())
         return {"frames": torch.stack(frames, 1), "rewards": torch.stack(rewards, 1)}
+
+    # ------------------------------------------------------------------ planning (planners/)
+    def expected_reward(self, feats: torch.Tensor) -> torch.Tensor:
+        """Per-frame features (..., D) -> the reward head's probability of a reward event (...) in [0, 1].
+
+        The head's logit estimates log(w p / (1 - p)) with w = `reward_pos_weight` (see :meth:`reward_events`),
+        so p = sigmoid(logit - log w): a calibrated expected reward, where :meth:`reward_events` thresholds it."""
+        logit = self.reward_head(feats).squeeze(-1)
+        return torch.sigmoid(logit - math.log(self.config.reward_pos_weight))
+
+    def fork(self, dream: DreamState, n: int) -> DreamState:
+        """Each of the B dreams repeated ``n`` times in place (B -> B*n, copies of dream b at b*n .. b*n+n-1;
+        :func:`worldmodel.state.state_repeat`) with a copy of the noise generator; ``dream`` is untouched."""
+        gen = torch.Generator()
+        gen.set_state(dream.generator.get_state())
+        return DreamState(state_repeat(dream.backbone_state, n), gen)
+
+    @torch.no_grad()
+    def plan_step(
+        self,
+        dream: DreamState,
+        actions: torch.Tensor,
+        sampling_steps: int | None = None,
+        shared_noise: bool = True,
+    ) -> tuple[torch.Tensor, torch.Tensor, DreamState]:
+        """:meth:`step` for planners: no pixel decoding, the expected reward instead of the event.
+
+        actions int64 (B,) -> (expected reward (B,) in [0, 1], per-frame features (B, D), new DreamState);
+        ``dream`` is not modified. ``sampling_steps`` DDIM steps (None: the config's) may be fewer than
+        rendering uses. ``shared_noise``: every dream of the batch starts from the same noise and is committed
+        with the same noise (common random numbers: candidates differ only by their actions, and a batch of N
+        equals N single-dream calls from the same generator; DDIM's own noise when ``eta > 0`` stays per dream).
+        """
+        dcfg = self.config.diffusion
+        steps = dcfg.sampling_steps if sampling_steps is None else int(sampling_steps)
+        if steps < 1:
+            raise ValueError(f"sampling_steps={sampling_steps!r}: expected at least 1 denoising step")
+        gen = torch.Generator()
+        gen.set_state(dream.generator.get_state())
+        actions = actions.to(self.device).long()
+        self._check_actions(actions)
+        b = actions.shape[0]
+        c, h, w = self.config.autoencoder_latent_shape
+
+        def noise() -> torch.Tensor:  # (B, C, h, w)
+            return self._noise((1, c, h, w), gen).expand(b, c, h, w) if shared_noise else self._noise((b, c, h, w), gen)
+
+        ts = ddim_timesteps(steps)
+        # 1. denoise from pure noise with DDIM, every call from the same state (as in step)
+        x = noise()
+        null = torch.full_like(actions, self.config.num_actions) if dcfg.guidance != 1.0 else None
+        for k in range(steps):
+            t = ts[k].expand(b).to(self.device)
+            t_next = ts[k + 1].expand(b).to(self.device)
+            v, _, _ = self.backbone.step(x, actions, t, dream.backbone_state)
+            if null is not None:
+                v_null, _, _ = self.backbone.step(x, null, t, dream.backbone_state)
+                v = v_null + dcfg.guidance * (v - v_null)
+            x, _ = ddim_update(x, v, t, t_next, eta=dcfg.eta, generator=gen, prediction=dcfg.prediction)
+        # 2. commit at the stabilisation level; its features give the expected reward (no decoding)
+        cn = torch.full((b,), dcfg.context_noise, device=self.device)
+        _, feat, new_state = self.backbone.step(add_noise(x, cn, noise()), actions, cn, dream.backbone_state)
+        return self.expected_reward(feat), feat, DreamState(new_state, gen)
+
+    @torch.no_grad()
+    def observe(self, dream: DreamState, frames: torch.Tensor, actions: torch.Tensor) -> DreamState:
+        """Feed one REAL frame per dream into the state (the commit pass of :meth:`step` on a real frame).
+
+        frames uint8 (B, H, W, 3), actions int64 (B,) (the action that led into the frame) -> the new DreamState;
+        ``dream`` is not modified. :meth:`start` on frames 0..t then ``observe`` of frame t+1 gives the state
+        ``start`` gives on frames 0..t+1 (the same noise draws for B = 1; up to float rounding: a streaming step
+        against a parallel pass), so a controller keeps the dream in step with reality at every real step."""
+        if frames.dim() != 4 or tuple(frames.shape[1:]) != tuple(self.config.obs_shape):
+            raise ValueError(
+                f"observe: frames must be (B, {', '.join(map(str, self.config.obs_shape))}) uint8, "
+                f"got {tuple(frames.shape)}"
+            )
+        if frames.dtype != torch.uint8:
+            raise ValueError(f"observe: frames must be uint8, got {frames.dtype}")
+        if tuple(actions.shape) != tuple(frames.shape[:1]):
+            raise ValueError(f"observe: actions must be (B,)={tuple(frames.shape[:1])}, got {tuple(actions.shape)}")
+        self._check_actions(actions)
+        gen = torch.Generator()
+        gen.set_state(dream.generator.get_state())
+        z = self.encode_frames(frames[:, None])[:, 0]  # (B, C, h, w)
+        cn = torch.full((z.shape[0],), self.config.diffusion.context_noise, device=self.device)
+        x = add_noise(z, cn, self._noise(z.shape, gen))
+        _, _, new_state = self.backbone.step(x, actions.to(self.device).long(), cn, dream.backbone_state)
+        return DreamState(new_state, gen)
 
 
 # ---------------------------------------------------------------------- checkpoints
