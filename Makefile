@@ -5,9 +5,10 @@ BIN     := $(VENV)/bin
 export MUJOCO_GL ?= egl
 
 EPISODES ?= data/episodes/mm9
+HELDOUT  ?= data/episodes/mm9-heldout
 RUN      ?= runs/demo
 
-.PHONY: help setup test test-slow lint format check data ae train demo bench clean
+.PHONY: help setup test test-slow lint format check data ae train train-long demo bench bench-scaling clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -48,6 +49,13 @@ train: setup  ## train the cpu-preset world model on $(EPISODES) into $(RUN) (re
 	$(BIN)/python -m worldmodel.train --preset cpu --episodes $(EPISODES) --run-dir $(RUN) \
 		$(if $(wildcard $(RUN)/checkpoint.pt),--resume,)
 
+train-long: setup  ## train the long preset (the cpu model, 4x the steps: ~60 min on 2 cores) into runs/long (resumes)
+	$(BIN)/python -m worldmodel.train --preset long --episodes $(EPISODES) --run-dir runs/long \
+		$(if $(wildcard runs/long/checkpoint.pt),--resume,)
+
+bench-scaling: setup  ## quality vs training minutes: the long run in runs/long scored at ~5/15/30/60 min (resumable)
+	$(BIN)/python -m benchmarks.scaling --episodes $(EPISODES) --heldout-episodes $(HELDOUT) --run-dir runs/long
+
 ae: setup  ## train only the stage-1 autoencoder into $(RUN) (worldmodel.train does this itself when missing)
 	$(BIN)/python -m worldmodel.train_autoencoder --preset cpu --episodes $(EPISODES) --out $(RUN)
 
@@ -57,6 +65,9 @@ bench: setup  ## quick benchmarks: collection speed, SSD, latency vs context, tr
 	$(BIN)/python -m benchmarks.latency
 	$(BIN)/python -m benchmarks.train_cost
 	$(BIN)/python -m benchmarks.summary
+
+plan: setup  ## planners (random shooting, CEM, MPPI) vs random and oracle in the real env with $(RUN)/checkpoint.pt (cpu preset)
+	$(BIN)/python -m planners.evaluate --checkpoint $(RUN)/checkpoint.pt --preset cpu
 
 demo: data train  ## the main job on a small default: collect episodes, train the cpu preset, evaluate
 

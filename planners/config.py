@@ -101,9 +101,10 @@ class PlannerConfig:
 PLANNER_PRESETS: dict[str, dict[str, Any]] = {
     # tests: a handful of candidates through the tiny model
     "tiny": dict(horizon=3, population=8, elites=2, iterations=2, sampling_steps=1),
-    # 2 CPU cores, cpu-preset world model: 2 x 48 x 6 = 576 imagined frames (~1 s, measured in
-    # benchmarks/results/planners.json); rewards are rare and seconds away, so a horizon of 1.5 s
-    "cpu": dict(horizon=6, population=48, elites=6, iterations=2, sampling_steps=1, replan=1),
+    # 2 CPU cores, cpu-preset world model: 2 x 32 x 6 = 384 imagined frames per decision at 1 denoising step
+    # (the planning step runs ~180-300 frames/s at batch 32-48 on 2 cores: 1-2 s; measured per run in
+    # benchmarks/results/planners.json); a horizon of 6 steps = 1.5 s of Memory Maze at 4 Hz
+    "cpu": dict(horizon=6, population=32, elites=4, iterations=2, sampling_steps=1, replan=1),
     # TD-MPC2's MPPI settings: 512 samples, 64 elites, 6 iterations, temperature on normalised scale
     "gpu": dict(horizon=12, population=512, elites=64, iterations=6, sampling_steps=None, replan=1),
 }
