@@ -170,16 +170,10 @@ def run_setting(name: str, s: Setting, args: argparse.Namespace, rows_so_far: li
         minutes = (time.perf_counter() - t0) / 60
     rows = []
     for g in s.guidance:
-        model = worldmodel.load(run / "checkpoint.pt", device="cpu", guidance=g, **s.inference)
-        paths = EpisodeStore(args.heldout_episodes).paths[:HELDOUT_EPISODES]
-        data = LatentEpisodes(model, paths, min_frames=2, desc="encoding held-out", keep_frames=True)
-        ev = evaluate(model, data, EVAL_CONTEXT, EVAL_HORIZON, EVAL_WINDOWS)
-        act = measure_actions(
-            model, args.heldout_episodes, ACTION_CONTEXT, ACTION_HORIZON, ACTION_WINDOWS, HELDOUT_EPISODES
-        )
         label = name if len(s.guidance) == 1 else f"{name}@g{g:g}"
-        strip = ev.pop("strip")
-        save_png(args.out / NAME / f"{label}.png", strip)
+        scores = score(
+            run / "checkpoint.pt", args.heldout_episodes, args.out / NAME / f"{label}.png", guidance=g, **s.inference
+        )
         rows.append(
             {
                 "setting": label,
@@ -192,26 +186,44 @@ def run_setting(name: str, s: Setting, args: argparse.Namespace, rows_so_far: li
                 "train_steps": cfg.steps,
                 "minutes": round(minutes, 2),
                 "resumed": resumed,
-                "psnr_dream": ev["psnr_dream_mean"],
-                "psnr_copy_last": ev["psnr_copy_last_mean"],
-                "psnr_gain": ev["psnr_dream_mean"] - ev["psnr_copy_last_mean"],
-                "ssim_dream": ev["ssim_dream_mean"],
-                "ssim_copy_last": ev["ssim_copy_last_mean"],
-                "reward_precision": ev.get("reward_precision"),
-                "reward_recall": ev.get("reward_recall"),
-                "turning_real_minus_swapped_db": act["turning"].get("psnr_real_minus_swapped"),
-                "turning_real_minus_shuffled_db": act["turning"].get("psnr_real_minus_shuffled"),
-                "forward_real_minus_shuffled_db": act["forward"].get("psnr_real_minus_shuffled"),
-                "left_vs_right_db": act["constant"]["psnr_left_vs_right"],
-                "seed_vs_seed_db": act["constant"]["psnr_seed_vs_seed"],
-                "follows_actions": act["constant"]["follows_actions"],
-                "open_loop": {k: v for k, v in ev.items() if isinstance(v, list)},
-                "action_sensitivity": act,
-                "config": {"train": config_to_dict(cfg), "model": config_to_dict(model.config)},
+                **scores,
+                "config": {"train": config_to_dict(cfg), "model": scores.pop("model_config")},
                 "strip": f"{NAME}/{label}.png",
             }
         )
     return rows
+
+
+def score(checkpoint: Path, heldout: Path, strip_png: Path, **load_kwargs) -> dict:
+    """Held-out scores of a checkpoint (``worldmodel.load`` keyword arguments: guidance, ema, sampler settings).
+
+    Open loop (16 real frames, 16 imagined, 16 windows): mean PSNR/SSIM of the dream and of copy-last, reward
+    precision/recall; action sensitivity (turning real minus swapped, constant left vs right vs two seeds);
+    the per-frame curves and the full action measures; the strip is written to ``strip_png``."""
+    model = worldmodel.load(checkpoint, device="cpu", **load_kwargs)
+    paths = EpisodeStore(heldout).paths[:HELDOUT_EPISODES]
+    data = LatentEpisodes(model, paths, min_frames=2, desc="encoding held-out", keep_frames=True)
+    ev = evaluate(model, data, EVAL_CONTEXT, EVAL_HORIZON, EVAL_WINDOWS)
+    act = measure_actions(model, heldout, ACTION_CONTEXT, ACTION_HORIZON, ACTION_WINDOWS, HELDOUT_EPISODES)
+    save_png(strip_png, ev.pop("strip"))
+    return {
+        "psnr_dream": ev["psnr_dream_mean"],
+        "psnr_copy_last": ev["psnr_copy_last_mean"],
+        "psnr_gain": ev["psnr_dream_mean"] - ev["psnr_copy_last_mean"],
+        "ssim_dream": ev["ssim_dream_mean"],
+        "ssim_copy_last": ev["ssim_copy_last_mean"],
+        "reward_precision": ev.get("reward_precision"),
+        "reward_recall": ev.get("reward_recall"),
+        "turning_real_minus_swapped_db": act["turning"].get("psnr_real_minus_swapped"),
+        "turning_real_minus_shuffled_db": act["turning"].get("psnr_real_minus_shuffled"),
+        "forward_real_minus_shuffled_db": act["forward"].get("psnr_real_minus_shuffled"),
+        "left_vs_right_db": act["constant"]["psnr_left_vs_right"],
+        "seed_vs_seed_db": act["constant"]["psnr_seed_vs_seed"],
+        "follows_actions": act["constant"]["follows_actions"],
+        "open_loop": {k: v for k, v in ev.items() if isinstance(v, list)},
+        "action_sensitivity": act,
+        "model_config": config_to_dict(model.config),
+    }
 
 
 def plot(rows: list[dict]):

@@ -488,6 +488,7 @@ def _fit(
 
     # 5. the training loop: Diffusion Forcing on latent windows, the curriculum's window length at each step
     end = cfg.steps if stop_after is None else min(cfg.steps, step + stop_after)
+    loop_start = time.perf_counter()
     while step < end:
         window = cfg.window_at(step)
         z, a, r = train_data.sample(cfg.batch_size, window, gen)  # (B, T, C, h, w), (B, T), (B, T)
@@ -530,6 +531,7 @@ def _fit(
             res = _eval_ema(model, ema, test_data, cfg)
             _log_eval(writer, res, step)
     bar.close()
+    loop_seconds = time.perf_counter() - loop_start  # this invocation's training, without the final evaluation
 
     # 6. final evaluation with the EMA weights (reward events also on the training episodes: held-out
     #    episodes hold few of them, and the gap shows memorisation)
@@ -545,6 +547,7 @@ def _fit(
         _log_eval(writer, {**res, "strip": strip}, step)
         writer.close()
     res["steps"] = step
+    res["train_seconds"] = loop_seconds
     res["history_tail"] = history[-5:]
     atomic_write_json(run_dir / "eval.json", res)
     return model, res

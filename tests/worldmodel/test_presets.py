@@ -15,8 +15,8 @@ from worldmodel.train_autoencoder import parse_args as ae_parse_args
 
 
 def test_every_table_covers_every_preset():
-    """Each component's table names exactly the presets tiny, cpu and paper."""
-    assert presets.PRESETS == ("tiny", "cpu", "paper")
+    """Each component's table names exactly the presets tiny, cpu, long and paper."""
+    assert presets.PRESETS == ("tiny", "cpu", "long", "paper")
     for table in (
         presets.AUTOENCODER,
         presets.BACKBONE,
@@ -128,3 +128,13 @@ def test_config_diff_and_check_config_list_every_field():
     with pytest.raises(ValueError, match="2 field"):
         check_config(cfg, other, what="x")
     check_config(cfg, config_to_dict(cfg))
+
+
+def test_long_is_the_cpu_model_trained_four_times_longer():
+    """``long`` shares the cpu model, autoencoder and sampler; only its world-model training is longer."""
+    for table in (presets.AUTOENCODER, presets.BACKBONE, presets.DIFFUSION, presets.AUTOENCODER_TRAINING):
+        assert table["long"] is table["cpu"]
+    cpu, long = TRAIN_PRESETS["cpu"], TRAIN_PRESETS["long"]
+    assert long.steps == 4 * cpu.steps
+    assert (long.batch_size, long.curriculum, long.lr) == (cpu.batch_size, cpu.curriculum, cpu.lr)
+    assert world_model_config("long") == world_model_config("cpu")
