@@ -41,16 +41,18 @@ check: setup  ## what a reviewer runs: lint, format check, then the tests
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -q
 
-data: setup  ## collect real Memory Maze 9x9 episodes into $(EPISODES)
+data: setup  ## collect real Memory Maze 9x9 episodes into $(EPISODES), and 12 unseen ones (other seeds) into $(HELDOUT)
 	$(BIN)/python -m envs.collect --env longdream/MemoryMaze-9x9-ExtraObs-v0 --episodes 40 --steps 500 \
 		--out $(EPISODES) --workers 2 --seed 0 --policy explore
+	$(BIN)/python -m envs.collect --env longdream/MemoryMaze-9x9-ExtraObs-v0 --episodes 12 --steps 500 \
+		--out $(HELDOUT) --workers 2 --seed 1000 --policy explore
 
 train: setup  ## train the cpu-preset world model on $(EPISODES) into $(RUN) (resumes if $(RUN) has a checkpoint)
-	$(BIN)/python -m worldmodel.train --preset cpu --episodes $(EPISODES) --run-dir $(RUN) \
+	$(BIN)/python -m worldmodel.train --preset cpu --episodes $(EPISODES) --heldout $(HELDOUT) --run-dir $(RUN) \
 		$(if $(wildcard $(RUN)/checkpoint.pt),--resume,)
 
 train-long: setup  ## train the long preset (the cpu model, 4x the steps: ~60 min on 2 cores) into runs/long (resumes)
-	$(BIN)/python -m worldmodel.train --preset long --episodes $(EPISODES) --run-dir runs/long \
+	$(BIN)/python -m worldmodel.train --preset long --episodes $(EPISODES) --heldout $(HELDOUT) --run-dir runs/long \
 		$(if $(wildcard runs/long/checkpoint.pt),--resume,)
 
 bench-scaling: setup  ## quality vs training minutes: the long run in runs/long scored at ~5/15/30/60 min (resumable)

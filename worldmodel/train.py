@@ -336,9 +336,13 @@ def train(
     model_cfg: WorldModelConfig | None = None,
     progress: bool = True,
     stop_after: int | None = None,
+    heldout: str | Path | None = None,
 ) -> tuple[WorldModel, dict]:
     """Train (or resume) a world model on the episode files of ``episodes`` in ``run_dir``; returns the EMA
     model and the final held-out evaluation (also written to RUN_DIR/eval.json).
+
+    The evaluations run on the split's test episodes, or on the episodes of the folder ``heldout`` when given
+    (episodes collected with other seeds: unseen mazes, and enough of them to hold some reward events).
 
     ``model_cfg`` defaults to ``world_model_config(cfg.preset, cfg.variant)``. The autoencoder (stage 1) is
     trained first when the run has none (or continued when interrupted). ``resume=True`` continues
@@ -377,6 +381,15 @@ def train(
         raise ValueError(f"{e}; training needs episodes of at least {need} frames, found none") from e
     split = plan_split(store, run_dir, test_fraction=cfg.test_fraction, seed=cfg.seed)
     check_frame_shapes(split.train + split.test, model_cfg.obs_shape, what=f"the {cfg.preset} model")
+    eval_paths = split.test
+    if heldout is not None:
+        try:
+            eval_paths = EpisodeStore(heldout).paths
+        except (FileNotFoundError, NotADirectoryError) as e:
+            raise ValueError(f"held-out episodes: {e}") from e
+        check_frame_shapes(eval_paths, model_cfg.obs_shape, what=f"the {cfg.preset} model")
+        if Path(heldout).resolve() == Path(episodes).resolve():
+            raise ValueError(f"held-out episodes {heldout}: that is the training folder (its episodes are trained on)")
     lengths = dict(zip(store.paths, store.lengths))
     longest = max((lengths[p] for p in split.train), default=0)
     if longest < need:
@@ -389,7 +402,7 @@ def train(
     lock = open_run_folder(run_dir, what="training")
     try:
         write_split(run_dir, split)
-        return _fit(cfg, model_cfg, run_dir, dev, split, ckpt, stop_after, progress)
+        return _fit(cfg, model_cfg, run_dir, dev, split, ckpt, stop_after, progress, eval_paths)
     finally:
         lock.release()
 
@@ -403,6 +416,7 @@ def _fit(
     ckpt: dict | None,
     stop_after: int | None,
     progress: bool,
+    eval_paths: list[Path],
 ) -> tuple[WorldModel, dict]:
     """The stages of :func:`train` once everything is checked and the run folder is locked."""
     ckpt_path = run_dir / "checkpoint.pt"
@@ -452,7 +466,7 @@ def _fit(
         model, train_paths, min_frames=cfg.curriculum[0][1], desc="encoding train", progress=progress
     )
     test_data = LatentEpisodes(
-        model, test_paths, min_frames=2, desc="encoding test", progress=progress, keep_frames=True
+        model, eval_paths, min_frames=2, desc="encoding held-out", progress=progress, keep_frames=True
     )
 
     def save(step_now: int) -> None:
@@ -547,6 +561,7 @@ def _fit(
         _log_eval(writer, {**res, "strip": strip}, step)
         writer.close()
     res["steps"] = step
+    res["eval_episodes"] = [str(p) for p in eval_paths]
     res["train_seconds"] = loop_seconds
     res["history_tail"] = history[-5:]
     atomic_write_json(run_dir / "eval.json", res)
@@ -595,6 +610,9 @@ class TrainJob:
     """Folder of episode .npz files (ours or official Memory Maze ones)."""
     run_dir: Path
     """Output folder: checkpoint.pt, config.json, split.json, eval.json, strip.png, tb/."""
+    heldout: Path | None = None
+    """Folder of episodes never trained on (other seeds: unseen mazes) to evaluate on; default: the split's
+    test episodes (10% of EPISODES, often too few to hold 10 reward events)."""
     resume: bool = False
     """Continue RUN_DIR/checkpoint.pt exactly (same split, batches and schedule)."""
     stop_after: int | None = None
@@ -631,7 +649,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.set_num_threads(job.threads)
     try:
         _, res = train(
-            job.config, job.episodes, job.run_dir, resume=job.resume, device=job.device, stop_after=job.stop_after
+            job.config,
+            job.episodes,
+            job.run_dir,
+            resume=job.resume,
+            device=job.device,
+            stop_after=job.stop_after,
+            heldout=job.heldout,
         )
     except (ValueError, OSError, RunLockedError, NonFiniteLossError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -406,6 +406,20 @@ def test_cli_trains_stops_and_resumes_with_the_documented_flags(synthetic_episod
     assert torch_load(run / "checkpoint.pt")["step"] == 4
 
 
+def test_heldout_folder_is_what_the_evaluation_scores(synthetic_episodes, tmp_path, capsys):
+    """--heldout: the final evaluation runs on that folder's episodes; the training folder itself is refused."""
+    eps = synthetic_episodes(n=3, steps=16)
+    other = synthetic_episodes(n=2, steps=16, folder="unseen")
+    run = tmp_path / "run"
+    args = [*TINY, "--episodes", str(eps), "--run-dir", str(run), "--steps", "2", "--batch-size", "2"]
+    assert main(args + ["--ae-steps", "2", "--heldout", str(other)]) == 0
+    scored = json.loads((run / "eval.json").read_text())["eval_episodes"]
+    assert sorted(scored) == sorted(str(p) for p in EpisodeStore(other).paths)
+    capsys.readouterr()
+    assert main(args + ["--run-dir", str(tmp_path / "run2"), "--heldout", str(eps)]) == 2
+    assert "that is the training folder" in capsys.readouterr().err
+
+
 # ---------------------------------------------------------------------- the run folder
 
 
