@@ -211,3 +211,15 @@ def test_toy_model_state_is_not_modified_by_planning():
     state = start_state()
     CEM(planner_config("tiny", horizon=2), model.action_space).plan(state, model)
     assert torch.equal(state, start_state())
+
+
+def test_continuous_warm_start_shifts_the_means_and_resets_the_std():
+    model = ToyQuadraticModel([0.5, -0.5])
+    cfg = planner_config("tiny", horizon=3, population=32, elites=4, iterations=2, warm_start=1.0, max_std=0.4)
+    planner = MPPI(cfg, model.action_space)
+    planner.plan(start_state(), model)
+    prev = planner._dist
+    start = planner.initial_distribution()
+    np.testing.assert_allclose(start.mean[:-1], prev.mean[1:])
+    np.testing.assert_allclose(start.mean[-1], [0.0, 0.0])  # the new last step starts at the box centre
+    np.testing.assert_allclose(start.std, 0.4 * 2.0)  # max_std of the range [-1, 1]
