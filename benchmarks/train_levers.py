@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 import worldmodel
 from benchmarks.action_following import measure as measure_actions
@@ -274,7 +275,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--out", type=Path, default=RESULTS_DIR, help="results folder (default: benchmarks/results)")
     ap.add_argument("--redo", action="store_true", help="re-score settings already in the results")
     ap.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    ap.add_argument(
+        "--threads", type=int, help="torch CPU threads (1 when other jobs share the cores: OpenMP oversubscription)"
+    )
     args = ap.parse_args(argv)
+    if args.threads is not None and args.threads < 1:
+        ap.error(f"--threads {args.threads}: expected >= 1")
     unknown = [s for s in args.settings if s not in SETTINGS]
     if unknown:
         ap.error(f"unknown setting(s) {unknown}; known: {list(SETTINGS)}")
@@ -294,6 +300,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """``python -m benchmarks.train_levers``."""
     args = parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     if args.list:
         for name, s in SETTINGS.items():
             print(f"{name:18s} {s.what}")

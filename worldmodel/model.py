@@ -546,7 +546,14 @@ def load(
 
 
 def check_model_config(expected: WorldModelConfig, stored: dict, path) -> None:
-    """Raise naming every differing field (flattened, e.g. backbone.dim) between a config and a checkpoint's."""
+    """Raise naming every differing field (flattened, e.g. backbone.dim) between a config and a checkpoint's.
+
+    A field the checkpoint lacks (written before the field existed) counts as its default, the behaviour the
+    code had then, as :func:`load` reads it."""
+    try:
+        stored = config_to_dict(config_from_dict(WorldModelConfig, stored, path))
+    except ValueError:
+        pass  # not a readable config: compare it as it is, naming what differs
     exp = {k: v for k, v in _flatten(config_to_dict(expected)).items() if k not in INFERENCE_ONLY_FIELDS}
     got = {k: v for k, v in _flatten(stored).items() if k not in INFERENCE_ONLY_FIELDS}
     check_config(exp, got, what=f"checkpoint {path}")
