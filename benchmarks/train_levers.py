@@ -112,6 +112,12 @@ SETTINGS: dict[str, Setting] = {
     "prev_frame": _lever(
         "+ each token also fed the previous frame's patch (DIAMOND-style)", backbone={"prev_frame": True}
     ),
+    "prev_frame_cfg": _lever(
+        "+ prev_frame + null action, 10% action dropout; evaluated with guidance 1 and 2",
+        backbone={"prev_frame": True, "null_action": True},
+        model=_CFG["model"],
+        guidance=_CFG["guidance"],
+    ),
     "edm_noise": _lever(
         "+ EDM's log-normal training noise levels (v + edm = EDM's recipe)", diffusion={"noise_levels": "edm"}
     ),
