@@ -149,7 +149,65 @@ def _rows(folder: Path) -> list[tuple[str, str, str]]:
                 + (f", bf16 {bf / real:.2f}x" if bf else ""),
             )
         )
+    af = _load(folder, "action_following")
+    if af:
+        tr, c = af["turning"], af["constant"]
+        rows.append(
+            (
+                "Action-following on unseen mazes (`action_following`)",
+                f"turning windows: real actions {tr.get('psnr_real', float('nan')):.2f} dB vs left/right swapped "
+                f"{tr.get('psnr_swapped', float('nan')):.2f} ({tr.get('windows', 0)} windows); constant left vs right "
+                f"rollouts {c['psnr_left_vs_right']:.1f} dB apart vs two noise seeds {c['psnr_seed_vs_seed']:.1f}",
+                "real beats swapped by >= 2 dB: "
+                + ("met" if af["goals"]["turning_real_beats_swapped_by_2db"] else "missed")
+                + "; left/right differ as much as seeds: "
+                + ("met" if af["goals"]["left_right_differ_as_much_as_seeds"] else "missed"),
+            )
+        )
+    lev = _load(folder, "train_levers")
+    if lev and lev.get("rows"):
+        rs = lev["rows"]
+        best = max(rs, key=lambda r: r["turning_real_minus_swapped_db"] or float("-inf"))
+        sharp = max(rs, key=lambda r: r["psnr_gain"])
+        rows.append(
+            (
+                f"Training levers, {len(rs)} settings x {rs[0]['steps']} steps (`train_levers`)",
+                f"most action-following: {best['setting']} (turning real - swapped "
+                f"{best['turning_real_minus_swapped_db']:+.2f} dB, L/R {best['left_vs_right_db']:.1f} vs seeds "
+                f"{best['seed_vs_seed_db']:.1f} dB); best PSNR gain over copy-last: {sharp['setting']} "
+                f"({sharp['psnr_gain']:+.2f} dB, SSIM {sharp['ssim_dream']:.3f})",
+                "see the lever table below",
+            )
+        )
+    sc = _load(folder, "scaling")
+    if sc and sc.get("rows"):
+        pts = "; ".join(
+            f"{r['minutes']:.0f} min: {r['psnr_gain']:+.2f} dB over copy-last, SSIM {r['ssim_dream']:.3f}, "
+            f"turning real - swapped {r['turning_real_minus_swapped_db']:+.2f} dB"
+            for r in sc["rows"]
+        )
+        rows.append(("Quality vs training minutes, long preset (`scaling`)", pts, "reported (what compute buys)"))
+    pl = _load(folder, "planners")
+    if pl:
+        rows.append(_planner_row(pl))
     return rows
+
+
+def _planner_row(pl: dict) -> tuple[str, str, str]:
+    """The planners' reward rates against random and the oracle (``planners.evaluate``)."""
+    ms = pl.get("methods", {})
+
+    def rate(m: str) -> str:
+        r = ms.get(m, {}).get("reward_rate_per_100", {})
+        return f"{r.get('mean', float('nan')):.2f} ± {r.get('ci95', float('nan')):.2f}" if r else "n/a"
+
+    planners = [m for m in ms if m not in ("random", "oracle")]
+    beats = [m for m in planners if ms[m].get("beats_random")]
+    return (
+        "MPC in the real maze, reward / 100 steps (`planners.evaluate`)",
+        ", ".join(f"{m} {rate(m)}" for m in planners) + f"; random {rate('random')}; oracle {rate('oracle')}",
+        "a planner beats random (95% CI): " + (f"met ({', '.join(beats)})" if beats else "missed"),
+    )
 
 
 def _extra_reward(wm: dict) -> str:
@@ -180,6 +238,25 @@ def table(folder: Path = RESULTS_DIR) -> str:
     return "\n".join(lines)
 
 
+def lever_table(folder: Path = RESULTS_DIR) -> str:
+    """The lever study (``train_levers.json``) as a markdown table, one row per setting, in run order."""
+    lev = _load(folder, "train_levers")
+    if not lev or not lev.get("rows"):
+        return "(train_levers not run)"
+    lines = [
+        "| setting | change | min | PSNR dream / copy-last | SSIM | turning real - swapped | L/R vs seeds (dB) "
+        "| reward P/R |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in lev["rows"]:
+        lines.append(
+            f"| {r['setting']} | {r['what']} | {r['minutes']:.1f} | {r['psnr_dream']:.2f} / {r['psnr_copy_last']:.2f} "
+            f"| {r['ssim_dream']:.3f} | {r['turning_real_minus_swapped_db']:+.2f} | {r['left_vs_right_db']:.1f} vs "
+            f"{r['seed_vs_seed_db']:.1f} | {_fmt(r.get('reward_precision'))}/{_fmt(r.get('reward_recall'))} |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Print the table."""
     p = argparse.ArgumentParser(
@@ -191,10 +268,11 @@ def main(argv: list[str] | None = None) -> int:
         default=RESULTS_DIR,
         help="folder of the benchmarks' JSON files (default: benchmarks/results)",
     )
+    p.add_argument("--levers", action="store_true", help="print the training-lever study's table instead")
     args = p.parse_args(argv)
     if not args.results.is_dir():
         p.error(f"--results {args.results}: no such folder")
-    print(table(args.results))
+    print(lever_table(args.results) if args.levers else table(args.results))
     return 0
 
 

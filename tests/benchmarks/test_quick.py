@@ -190,7 +190,16 @@ def test_summary_reads_every_quick_result(quick):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = [line for line in proc.stdout.splitlines() if line.startswith("| ") and "`" in line]
-    tags = ["collect_speed", "ssd_speed", "latency", "train_cost", "worldmodel.train", "dream_fidelity", "dream_speed"]
+    tags = [
+        "collect_speed",
+        "ssd_speed",
+        "latency",
+        "train_cost",
+        "worldmodel.train",
+        "dream_fidelity",
+        "dream_speed",
+        "action_following",
+    ]
     assert len(rows) == len(tags) and all(f"`{t}`" in row for t, row in zip(tags, rows)), proc.stdout
     assert "nan" not in proc.stdout.lower()
 
@@ -210,6 +219,10 @@ def test_summary_reads_every_published_result():
         "world_model_cpu",
         "dream_fidelity",
         "dream_speed",
+        "action_following",
+        "train_levers",
+        "scaling",
+        "planners",
     ]
     rows = [line for line in proc.stdout.splitlines() if line.startswith("| ") and "`" in line]
     assert len(rows) == sum((RESULTS / f"{n}.json").exists() for n in known), proc.stdout
