@@ -1,8 +1,11 @@
 """The world model's planning side on the shared tiny model: forks, plan_step, observe, batched == single."""
 
+import copy
+
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import TINY_MIN_CONTEXT
 from gymnasium import spaces
 
@@ -71,6 +74,51 @@ def test_expected_reward_matches_the_event_threshold(tiny_model):
     feats = torch.randn(64, tiny_model.config.backbone.dim) * 3
     p = tiny_model.expected_reward(feats)
     np.testing.assert_array_equal((p > 0.5).numpy(), tiny_model.reward_events(feats).numpy())
+
+
+def test_expected_reward_is_the_event_probability_the_weighted_bce_was_fitted_to(tiny_model):
+    """A reward head fitted by the training loss (BCE, positives weighing reward_pos_weight) to events of rate
+    0.2 predicts an expected reward of 0.2 (not the logit's plain sigmoid, which the weighting inflates)."""
+    w = tiny_model.config.reward_pos_weight
+    assert w != 1.0  # otherwise the test could not tell the two apart
+    target = torch.tensor([1.0] * 2 + [0.0] * 8)  # event rate 0.2
+    bias = torch.zeros(1, requires_grad=True)
+    opt = torch.optim.LBFGS([bias], lr=1.0, max_iter=100, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = F.binary_cross_entropy_with_logits(bias.expand(10), target, pos_weight=torch.tensor(w))
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    model = copy.deepcopy(tiny_model)
+    last = model.reward_head[-1]
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.copy_(bias.detach())
+    p = model.expected_reward(torch.randn(3, model.config.backbone.dim))
+    torch.testing.assert_close(p, torch.full((3,), 0.2), atol=1e-4, rtol=0)
+
+
+def test_plan_step_never_decodes_and_uses_its_own_denoising_steps(dream, history, monkeypatch):
+    """plan_step calls the backbone sampling_steps times (+1 commit pass; x2 under guidance) and no decoder."""
+    frames, actions = history
+    state = dream.start(frames[:TINY_MIN_CONTEXT], actions[:TINY_MIN_CONTEXT])
+    model = dream.model
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("plan_step decoded pixels")
+
+    monkeypatch.setattr(model, "decode_latents", no_decoding)
+    calls = []
+    real_step = model.backbone.step
+    monkeypatch.setattr(model.backbone, "step", lambda *a, **k: calls.append(1) or real_step(*a, **k))
+    per_denoise = 1 if model.config.diffusion.guidance == 1.0 else 2
+    for steps in (1, 3):
+        calls.clear()
+        dream.plan_step(dream.fork(state, 4), torch.arange(4), sampling_steps=steps)
+        assert len(calls) == steps * per_denoise + 1
 
 
 def test_plan_step_follows_step_without_decoding(dream, history):

@@ -40,6 +40,7 @@ def test_evaluate_writes_results_and_resumes_per_episode(tiny_checkpoint, tmp_pa
     assert list((tmp_path / "work" / "tb").iterdir())
     table = (tmp_path / "out" / "planners.md").read_text()
     assert "| cem | 2 |" in table and "| oracle | 2 |" in table
+    assert "replan every 1 steps" in table and "Goal, a planner's reward rate above random's" in table
     assert json.loads((tmp_path / "out" / "planners.json").read_text())["max_steps"] == 6
     # a rerun skips the finished planner episodes (their files are not rewritten)
     files = sorted((tmp_path / "work" / "episodes").glob("cem_*.json"))

@@ -223,3 +223,47 @@ def test_continuous_warm_start_shifts_the_means_and_resets_the_std():
     np.testing.assert_allclose(start.mean[:-1], prev.mean[1:])
     np.testing.assert_allclose(start.mean[-1], [0.0, 0.0])  # the new last step starts at the box centre
     np.testing.assert_allclose(start.std, 0.4 * 2.0)  # max_std of the range [-1, 1]
+
+
+def test_discrete_refits_known_answers():
+    """CEM: the elites' action frequencies; MPPI: the elites weighted by softmax(return / T); both smoothed."""
+    cand = np.array([[0, 1], [0, 2], [1, 2], [2, 2]])  # (4, H=2), 3 actions
+    returns = np.array([3.0, 2.0, 1.0, 0.0])
+    kw = dict(horizon=2, population=4, elites=2, min_prob=0.0, smoothing=0.5, temperature=1.0)
+    cem = CEM(planner_config("tiny", **kw), spaces.Discrete(3))
+    got = cem.refit(cem.uniform(), cand, returns).probs
+    freq = np.array([[1.0, 0, 0], [0, 0.5, 0.5]])  # elites: candidates 0 and 1
+    np.testing.assert_allclose(got, 0.5 / 3 + 0.5 * freq)
+    mppi = MPPI(planner_config("tiny", **kw), spaces.Discrete(3))
+    got = mppi.refit(mppi.uniform(), cand, returns).probs
+    w0 = 1 / (1 + np.exp(-1.0))  # softmax([3, 2]) of the two elites
+    np.testing.assert_allclose(got, 0.5 / 3 + 0.5 * np.array([[1.0, 0, 0], [0, w0, 1 - w0]]))
+
+
+def test_gaussian_refits_known_answers_and_std_bounds():
+    """Box: CEM's elite mean and std, MPPI's softmax-weighted ones; stds clipped to [min_std, max_std] x range."""
+    space = spaces.Box(-2.0, 2.0, (1,), np.float32)  # range 4
+    kw = dict(horizon=1, population=4, elites=2, smoothing=0.0, temperature=0.5, min_std=0.01, max_std=0.5)
+    cand = np.array([[[1.0]], [[-1.0]], [[0.0]], [[2.0]]], np.float32)  # (4, 1, 1)
+    returns = np.array([1.0, 0.5, 0.0, -1.0])
+    cem = CEM(planner_config("tiny", **kw), space)
+    d = cem.refit(cem.uniform(), cand, returns)
+    np.testing.assert_allclose(d.mean, [[0.0]], atol=1e-6)
+    np.testing.assert_allclose(d.std, [[1.0]], rtol=1e-6)  # population std of {1, -1}
+    mppi = MPPI(planner_config("tiny", **kw), space)
+    d = mppi.refit(mppi.uniform(), cand, returns)
+    w = np.exp(np.array([1.0, 0.5]) / 0.5)
+    w /= w.sum()
+    mean = w[0] * 1.0 - w[1] * 1.0
+    np.testing.assert_allclose(d.mean, [[mean]], rtol=1e-5)
+    np.testing.assert_allclose(d.std, [[np.sqrt(w[0] * (1 - mean) ** 2 + w[1] * (1 + mean) ** 2)]], rtol=1e-5)
+    # identical elites: std floored at min_std x range; far-apart elites under a small max_std: capped
+    same = np.array([[[0.5]], [[0.5]], [[0.0]], [[0.0]]], np.float32)
+    np.testing.assert_allclose(cem.refit(cem.uniform(), same, returns).std, [[0.01 * 4]], rtol=1e-6)
+    narrow = CEM(planner_config("tiny", **{**kw, "max_std": 0.1}), space)
+    np.testing.assert_allclose(narrow.refit(narrow.uniform(), cand, returns).std, [[0.1 * 4]], rtol=1e-6)
+    # smoothing blends the previous distribution (mean and std) with the refit
+    smooth = CEM(planner_config("tiny", **{**kw, "smoothing": 0.25}), space)
+    d = smooth.refit(smooth.uniform(), cand, returns)
+    np.testing.assert_allclose(d.mean, [[0.0]], atol=1e-6)
+    np.testing.assert_allclose(d.std, [[0.25 * 0.5 * 4 + 0.75 * 1.0]], rtol=1e-6)
