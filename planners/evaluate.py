@@ -57,20 +57,19 @@ import worldmodel  # noqa: E402
 from envs.episodes import EpisodeStore  # noqa: E402
 from envs.fileio import RunLock, RunLockedError, atomic_write_json, atomic_write_text  # noqa: E402
 from envs.policies import OraclePolicy, RandomPolicy  # noqa: E402
+from planners import PLANNERS  # noqa: E402
 from planners.base import Planner, rollout_returns  # noqa: E402
-from planners.cem import CEM  # noqa: E402
 from planners.config import PLANNER_PRESETS, PlannerConfig, planner_config  # noqa: E402
 from planners.controller import EpisodeResult, MPCController, frame_of  # noqa: E402
 from planners.dream_model import WorldModelDream  # noqa: E402
-from planners.mppi import MPPI  # noqa: E402
-from planners.random_shooting import RandomShooting  # noqa: E402
 from worldmodel.evaluate import action_sensitivity  # noqa: E402
 from worldmodel.train import LatentEpisodes  # noqa: E402
 from worldmodel.utils import resolve_device, save_figure  # noqa: E402
 
 __all__ = ["EvaluateJob", "evaluate", "main", "mean_ci", "parse_args"]
 
-PLANNER_CLASSES: dict[str, type[Planner]] = {"random_shooting": RandomShooting, "cem": CEM, "mppi": MPPI}
+PLANNER_CLASSES: dict[str, type[Planner]] = PLANNERS
+"""The planners by name (``planners.PLANNERS``)."""
 BASELINES = ("random", "oracle")
 Method = Literal["random_shooting", "cem", "mppi", "random", "oracle"]
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -537,7 +536,9 @@ def markdown(res: dict) -> str:
         f"Checkpoint `{res['checkpoint']}`, env `{res['env']}`, seeds {res['seeds'][0]}-{res['seeds'][-1]}, "
         f"at most {res['max_steps']} real steps per episode; planner preset `{res['preset']}` "
         f"(horizon {res['planner']['horizon']}, population {res['planner']['population']}, "
-        f"iterations {res['planner']['iterations']}, {res['samples_per_decision']} imagined frames per decision).",
+        f"iterations {res['planner']['iterations']}, replan every {res['planner']['replan']} steps, "
+        f"{res['planner']['sampling_steps'] or 'default'} denoising steps per imagined frame, "
+        f"{res['samples_per_decision']} imagined frames per decision).",
         "",
         "| method | episodes | return | reward rate / 100 steps | minus random (paired) | s / decision "
         "| imagined samples/s |",
@@ -561,6 +562,15 @@ def markdown(res: dict) -> str:
         f"Throughput at batch {tp['batch']}: planner {tp['samples_per_s']['planner']:.0f} imagined samples/s, "
         f"planning step alone {tp['samples_per_s']['plan_step']:.0f}/s, dream step (rendering, decoded) "
         f"{tp['samples_per_s']['dream_step']:.0f} frames/s: planner / dream step = {tp['planner_vs_dream_step']:.2f}.",
+    ]
+    goals = res.get("goals", {})
+    beats = [n for n, m in res["methods"].items() if n in PLANNER_CLASSES and m.get("beats_random")]
+    lines += [
+        "",
+        "Goal, a planner's reward rate above random's (paired 95% interval excluding 0): "
+        + (f"met by {', '.join(beats)}." if beats else "not met by any planner.")
+        + f" Goal, planner throughput within 20% of the dream step's: "
+        f"{'met' if goals.get('throughput_within_20pct_of_dream_step') else 'not met'}.",
     ]
     d = res.get("reward_horizon")
     if d and d.get("windows"):

@@ -1,5 +1,6 @@
 """The ``mixed`` collection policy: explore interrupted by random held-action segments, on known answers."""
 
+import gymnasium
 import numpy as np
 import pytest
 
@@ -126,8 +127,6 @@ def test_oracle_needs_the_target_position():
 def test_oracle_collects_rewards_in_the_real_maze_where_random_does_not():
     """On an unseen maze (seed 2000) the oracle touches targets within 200 steps; uniform random actions
     (same seed and steps) collect fewer."""
-    import gymnasium
-
     env = gymnasium.make(ENV)
     totals = {}
     for policy in (OraclePolicy(), make_policy("random")):
