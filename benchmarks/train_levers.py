@@ -95,7 +95,7 @@ def _inference(what: str, **load_kwargs) -> Setting:
 
 
 SETTINGS: dict[str, Setting] = {
-    "baseline": Setting("the cpu preset as trained by `make demo` (explore data)"),
+    "baseline": Setting("the cpu preset before this study, as `make demo` trained it (explore data)"),
     "mixed_data": Setting("training data with random-action segments (actions not predictable from frames)", "mixed"),
     "action_tokens": Setting(
         "action vector added to every token (input path beside adaLN)", backbone={"action_tokens": True}
@@ -137,12 +137,17 @@ SETTINGS: dict[str, Setting] = {
 }
 
 
+# The study started from the cpu preset as it was before it (no action tokens, no previous-frame input); every
+# setting is that model plus its own changes, so the rows stay comparable after the preset took the winner.
+STUDY_BASE_BACKBONE = {"action_tokens": False, "prev_frame": False}
+
+
 def model_config(s: Setting, preset: str = "cpu") -> WorldModelConfig:
-    """The preset's world model with the setting's overrides."""
+    """The preset's world model as it was before the study (STUDY_BASE_BACKBONE), with the setting's overrides."""
     cfg = world_model_config(preset)
     return dataclasses.replace(
         cfg,
-        backbone=dataclasses.replace(cfg.backbone, **s.backbone),
+        backbone=dataclasses.replace(cfg.backbone, **{**STUDY_BASE_BACKBONE, **s.backbone}),
         diffusion=dataclasses.replace(cfg.diffusion, **s.diffusion),
         **s.model,
     )

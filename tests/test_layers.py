@@ -127,3 +127,9 @@ def test_the_layer_checker_sees_a_violation(tmp_path, monkeypatch):
     found = list(_imports("envs.episodes", fake))
     assert ("worldmodel.model", 4, True) in found
     assert _layer("worldmodel.model") not in MAY_IMPORT[_layer("envs.episodes")]
+
+
+def test_test_file_names_are_unique():
+    """pytest imports test files by base name (no packages under tests/): two with one name break collection."""
+    names = [p.name for p in (ROOT / "tests").rglob("test_*.py")]
+    assert sorted({n for n in names if names.count(n) > 1}) == []

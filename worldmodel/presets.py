@@ -65,7 +65,10 @@ BACKBONE: dict[str, dict[str, Any]] = {
         d_conv=4,
         chunk_size=16,
         block_cycle=((1, 1), (2, 2)),
+        action_tokens=True,  # as cpu, so the tests exercise the same paths
+        prev_frame=True,
     ),
+    # action_tokens + prev_frame: the lever study's winner for following the actions (benchmarks.train_levers)
     "cpu": dict(
         patch=2,
         dim=128,
@@ -78,6 +81,8 @@ BACKBONE: dict[str, dict[str, Any]] = {
         d_conv=4,
         chunk_size=32,
         block_cycle=((2, 2), (4, 4)),
+        action_tokens=True,
+        prev_frame=True,
     ),
     "long": "cpu",
     "paper": dict(

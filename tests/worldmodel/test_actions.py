@@ -187,8 +187,12 @@ def test_older_checkpoints_load_and_a_changed_recipe_is_named_on_resume(tiny_che
     resuming it under a config that turns them on names each changed field."""
     ckpt = torch_load(tiny_checkpoint)
     model_cfg = ckpt["config"]["model"]
-    for key in ("action_tokens", "null_action"):
+    for key in ("action_tokens", "null_action", "prev_frame"):
         model_cfg["backbone"].pop(key, None)
+    for entry in ("model", "ema"):  # an old model had no per-token action vectors and no previous-frame input
+        ckpt[entry] = {
+            k: v for k, v in ckpt[entry].items() if not k.startswith(("backbone.action_tok.", "backbone.prev_proj."))
+        }
     model_cfg.pop("action_dropout", None)
     model_cfg["diffusion"].pop("guidance", None)
     old = tmp_path / "old.pt"

@@ -155,7 +155,8 @@ def test_frames_only_see_the_past(variant):
 @pytest.mark.parametrize("attn,reach", [("local", 4), ("window", 3), ("causal", 8)])
 def test_attention_reach_in_frames(attn, reach):
     """With one attention-only layer, frame 0 reaches exactly `reach` frames (local c=2: 2c; window: 3)."""
-    m = _model("causal_full", attn=attn, depth=1, dim=16, attn_chunk=2, window_frames=3)
+    # prev_frame off: its one-frame shortcut would add a frame of reach beside attention
+    m = _model("causal_full", attn=attn, depth=1, dim=16, attn_chunk=2, window_frames=3, prev_frame=False)
     x, a, n = _inputs(m, T=8)
     out, _ = m(x, a, n)
     x2 = x.clone()
