@@ -41,9 +41,9 @@ check: setup  ## what a reviewer runs: lint, format check, then the tests
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -q
 
-data: setup  ## collect real Memory Maze 9x9 episodes into $(EPISODES), and 12 unseen ones (other seeds) into $(HELDOUT)
+data: setup  ## collect 40 real Memory Maze 9x9 episodes (explore + random-action segments) into $(EPISODES), 12 unseen into $(HELDOUT)
 	$(BIN)/python -m envs.collect --env longdream/MemoryMaze-9x9-ExtraObs-v0 --episodes 40 --steps 500 \
-		--out $(EPISODES) --workers 2 --seed 0 --policy explore
+		--out $(EPISODES) --workers 2 --seed 0 --policy mixed
 	$(BIN)/python -m envs.collect --env longdream/MemoryMaze-9x9-ExtraObs-v0 --episodes 12 --steps 500 \
 		--out $(HELDOUT) --workers 2 --seed 1000 --policy explore
 
@@ -69,7 +69,7 @@ bench: setup  ## quick benchmarks: collection speed, SSD, latency vs context, tr
 	$(BIN)/python -m benchmarks.summary
 
 plan: setup  ## planners (random shooting, CEM, MPPI) vs random and oracle in the real env with $(RUN)/checkpoint.pt (cpu preset)
-	$(BIN)/python -m planners.evaluate --checkpoint $(RUN)/checkpoint.pt --preset cpu
+	$(BIN)/python -m planners.evaluate --checkpoint $(RUN)/checkpoint.pt --preset cpu --heldout-episodes $(HELDOUT)
 
 demo: data train  ## the main job on a small default: collect episodes, train the cpu preset, evaluate
 
