@@ -105,7 +105,8 @@ PLANNER_PRESETS: dict[str, dict[str, Any]] = {
     # (the planning step runs ~180-300 frames/s at batch 32-48 on 2 cores: 1-2 s; measured per run in
     # benchmarks/results/planners.json); a horizon of 6 steps = 1.5 s of Memory Maze at 4 Hz
     "cpu": dict(horizon=6, population=32, elites=4, iterations=2, sampling_steps=1, replan=1),
-    # TD-MPC2's MPPI settings: 512 samples, 64 elites, 6 iterations, temperature on normalised scale
+    # TD-MPC2's MPPI sizes: 512 samples, 64 elites, 6 iterations (its temperature multiplies normalised returns
+    # and its std bounds are fractions of a [-1, 1] range; here temperature and std keep PlannerConfig's defaults)
     "gpu": dict(horizon=12, population=512, elites=64, iterations=6, sampling_steps=None, replan=1),
 }
 """Field values of each preset (the rest are PlannerConfig's defaults)."""
