@@ -271,6 +271,18 @@ class WorldModel(nn.Module):
         generator: torch.Generator | None = None,
     ) -> DreamState:
         """Warm the model on real context: frames uint8 (B, Tc, H, W, 3), actions int64 (B, Tc)."""
+        return self.start_with_features(context_frames, context_actions, generator)[1]
+
+    @torch.no_grad()
+    def start_with_features(
+        self,
+        context_frames: torch.Tensor,
+        context_actions: torch.Tensor,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, DreamState]:
+        """:meth:`start` that also returns the last context frame's per-frame features (B, D): what an agent
+        acting on the model's features sees of the newest real frame (as :meth:`plan_step` gives for an
+        imagined one)."""
         self._check_inputs(context_frames, context_actions, "context")
         gen = generator if generator is not None else torch.Generator().manual_seed(0)
         b, tc = context_actions.shape
@@ -278,8 +290,8 @@ class WorldModel(nn.Module):
         # 1. feed the context at the stabilisation level in one parallel pass (== Tc streaming steps)
         cn = torch.full((b, tc), self.config.diffusion.context_noise, device=self.device)
         x = add_noise(z, cn, self._noise(z.shape, gen))
-        _, _, state = self.backbone.prefill(x, context_actions.to(self.device), cn)
-        return DreamState(state, gen)
+        _, feats, state = self.backbone.prefill(x, context_actions.to(self.device), cn)  # feats (B, Tc, D)
+        return feats[:, -1], DreamState(state, gen)
 
     @torch.no_grad()
     def step(self, dream: DreamState, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, DreamState]:
@@ -415,6 +427,13 @@ class WorldModel(nn.Module):
         ``dream`` is not modified. :meth:`start` on frames 0..t then ``observe`` of frame t+1 gives the state
         ``start`` gives on frames 0..t+1 (the same noise draws for B = 1; up to float rounding: a streaming step
         against a parallel pass), so a controller keeps the dream in step with reality at every real step."""
+        return self.observe_with_features(dream, frames, actions)[1]
+
+    @torch.no_grad()
+    def observe_with_features(
+        self, dream: DreamState, frames: torch.Tensor, actions: torch.Tensor
+    ) -> tuple[torch.Tensor, DreamState]:
+        """:meth:`observe` that also returns the real frame's per-frame features (B, D) (an agent acts on them)."""
         if frames.dim() != 4 or tuple(frames.shape[1:]) != tuple(self.config.obs_shape):
             raise ValueError(
                 f"observe: frames must be (B, {', '.join(map(str, self.config.obs_shape))}) uint8, "
@@ -430,8 +449,8 @@ class WorldModel(nn.Module):
         z = self.encode_frames(frames[:, None])[:, 0]  # (B, C, h, w)
         cn = torch.full((z.shape[0],), self.config.diffusion.context_noise, device=self.device)
         x = add_noise(z, cn, self._noise(z.shape, gen))
-        _, _, new_state = self.backbone.step(x, actions.to(self.device).long(), cn, dream.backbone_state)
-        return DreamState(new_state, gen)
+        _, feat, new_state = self.backbone.step(x, actions.to(self.device).long(), cn, dream.backbone_state)
+        return feat, DreamState(new_state, gen)
 
 
 # ---------------------------------------------------------------------- checkpoints
