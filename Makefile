@@ -8,10 +8,10 @@ EPISODES ?= data/episodes/mm9
 HELDOUT  ?= data/episodes/mm9-heldout
 RUN      ?= runs/demo
 
-.PHONY: help setup test test-slow lint format check data ae train train-long demo bench bench-scaling clean
+.PHONY: help setup test test-slow lint format check data ae train train-long demo bench bench-scaling agent-dreamer agent-sb3 bench-agents clean
 
 help:  ## list targets
-	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -70,6 +70,18 @@ bench: setup  ## quick benchmarks: collection speed, SSD, latency vs context, tr
 
 plan: setup  ## planners (random shooting, CEM, MPPI) vs random and oracle in the real env with $(RUN)/checkpoint.pt (cpu preset)
 	$(BIN)/python -m planners.evaluate --checkpoint $(RUN)/checkpoint.pt --preset cpu --heldout-episodes $(HELDOUT)
+
+agent-dreamer: setup  ## a Dreamer-style actor-critic trained in the dream of $(RUN)/checkpoint.pt, judged in the real env, into runs/agent-dreamer (resumes)
+	$(BIN)/python -m agents.dreamer --checkpoint $(RUN)/checkpoint.pt --episodes $(EPISODES) --run-dir runs/agent-dreamer \
+		$(if $(wildcard runs/agent-dreamer/agent.pt),--resume,)
+
+agent-sb3: setup  ## PPO (stable-baselines3) trained in the dream of $(RUN)/checkpoint.pt, judged in the real env, into runs/agent-sb3 (resumes)
+	$(BIN)/python -m agents.sb3 --checkpoint $(RUN)/checkpoint.pt --episodes $(EPISODES) --run-dir runs/agent-sb3 \
+		$(if $(wildcard runs/agent-sb3/config.json),--resume,)
+
+bench-agents: setup  ## the agents' table: each agent run (and its real-step twin, if run) vs random and the oracle (benchmarks/results/agents.*)
+	$(BIN)/python -m benchmarks.agents --heldout-episodes $(HELDOUT) \
+		--runs $(wildcard runs/agent-dreamer runs/agent-dreamer-real runs/agent-sb3 runs/agent-sb3-real)
 
 demo: data train  ## the main job on a small default: collect episodes, train the cpu preset, evaluate
 

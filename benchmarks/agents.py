@@ -35,7 +35,8 @@ __all__ = ["baseline", "collect", "main", "markdown"]
 
 
 def _label(run: dict) -> str:
-    return f"{run['agent']} ({run['world']})"
+    name = run["agent"] if run["agent"] != "sb3" else f"sb3 {run.get('algo', '')}".strip()
+    return f"{name} ({run['world']})"
 
 
 def load_run(folder: Path) -> dict:
