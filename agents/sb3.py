@@ -206,7 +206,7 @@ class SB3Config:
     buffer_size to the memory, a frame is 12 KB and stored twice), e.g. '{"n_steps": 64, "ent_coef": 0.0}'."""
     frame_stack: int = 1
     """Frames stacked along the channels (SB3's VecFrameStack) when > 1; the evaluation envs stack the same way."""
-    total_steps: int = 50_000
+    total_steps: int = 24_000
     """Env steps to learn from: imagined (dream) or real; rounded up to whole rollouts by SB3."""
     num_envs: int = 16
     """Parallel envs: dreams batched through the world model, or real envs (one process each in turn)."""
