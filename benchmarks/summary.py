@@ -190,7 +190,25 @@ def _rows(folder: Path) -> list[tuple[str, str, str]]:
     pl = _load(folder, "planners")
     if pl:
         rows.append(_planner_row(pl))
+    ag = _load(folder, "agents")
+    if ag:
+        rows.append(_agents_row(ag))
     return rows
+
+
+def _agents_row(ag: dict) -> tuple[str, str, str]:
+    """The agents' real-env reward rates against random and the oracle (``benchmarks.agents``)."""
+    parts = []
+    for name, m in ag.get("methods", {}).items():
+        r = m["reward_rate_per_100"]
+        steps = f", {m['env_steps'] / 1000:.0f}k steps" if "env_steps" in m else ""
+        parts.append(f"{name} {r['mean']:.2f} ± {r['ci95']:.2f}{steps}")
+    met = ag.get("goals", {}).get("a_dream_agent_beats_random_95ci")
+    return (
+        "Agents in the real maze, reward / 100 steps (`benchmarks.agents`)",
+        "; ".join(parts),
+        "an agent trained only in the dream beats random (95% CI): " + ("met" if met else "missed"),
+    )
 
 
 def _planner_row(pl: dict) -> tuple[str, str, str]:
