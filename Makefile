@@ -7,8 +7,10 @@ export MUJOCO_GL ?= egl
 EPISODES ?= data/episodes/mm9
 HELDOUT  ?= data/episodes/mm9-heldout
 RUN      ?= runs/demo
+RECALL_EPISODES ?= data/episodes/mm9-revisit
+RECALL_HELDOUT  ?= data/episodes/mm9-revisit-heldout
 
-.PHONY: help setup test test-slow lint format check data ae train train-long demo bench bench-scaling agent-dreamer agent-sb3 bench-agents clean
+.PHONY: help setup test test-slow lint format check data ae train train-long demo bench bench-scaling bench-recall agent-dreamer agent-sb3 bench-agents clean
 
 help:  ## list targets
 	@grep -E '^[a-z0-9-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -57,6 +59,9 @@ train-long: setup  ## train the long preset (the cpu model, 4x the steps: ~60 mi
 
 bench-scaling: setup  ## quality vs training minutes: the long run in runs/long scored at ~5/15/30/60 min (resumable)
 	$(BIN)/python -m benchmarks.scaling --episodes $(EPISODES) --heldout-episodes $(HELDOUT) --run-dir runs/long
+
+bench-recall: setup  ## recall benchmark (retrieval, reasoning, recall vs distance): 7 variants of the recall preset trained alike into runs/recall (~80 min on 2 cores, resumable), results in benchmarks/results/recall.*
+	$(BIN)/python -m benchmarks.recall --episodes $(RECALL_EPISODES) --heldout-episodes $(RECALL_HELDOUT) --sweep runs/recall
 
 ae: setup  ## train only the stage-1 autoencoder into $(RUN) (worldmodel.train does this itself when missing)
 	$(BIN)/python -m worldmodel.train_autoencoder --preset cpu --episodes $(EPISODES) --out $(RUN)

@@ -1,8 +1,11 @@
 """Every number that differs between the presets, in one place.
 
 Presets: ``tiny`` (tests: seconds on a CPU), ``cpu`` (the demo: minutes on 2 cores), ``long`` (the cpu model
-trained 4x longer, about an hour on 2 cores: ``make train-long``), ``paper`` (~200M parameters, the paper's
-windows, a GPU). ``long`` shares every table entry with ``cpu`` except its world-model training steps.
+trained 4x longer, about an hour on 2 cores: ``make train-long``), ``recall`` (the cpu model trained on 64- then
+96-frame windows, for the recall benchmark's sweep of every variant: ``make bench-recall``), ``paper`` (~200M
+parameters, the paper's windows, a GPU). ``long`` shares every table entry with ``cpu`` except its world-model
+training steps; ``recall`` shares the cpu autoencoder and sampler, its backbone differs only in the windowed
+Transformer baseline's window.
 
 One table per component; each entry holds keyword arguments of that component's config, and a field an entry does
 not name keeps its dataclass default. The functions that build
@@ -35,7 +38,7 @@ __all__ = [
     "preset_from_argv",
 ]
 
-Preset = Literal["tiny", "cpu", "long", "paper"]
+Preset = Literal["tiny", "cpu", "long", "recall", "paper"]
 PRESETS: tuple[str, ...] = get_args(Preset)
 
 # The frame <-> latent autoencoder (AutoencoderConfig fields).
@@ -45,6 +48,7 @@ AUTOENCODER: dict[str, dict[str, Any]] = {
     # 64x64x3 -> 8 x 8x8, 1.7M parameters; > 30 dB held-out PSNR on Memory Maze in ~800 steps
     "cpu": dict(channels=(16, 32, 64, 128), blocks=(0, 1, 1, 2), latent_channels=8),
     "long": "cpu",
+    "recall": "cpu",  # the same frames and latent: the demo's trained autoencoder can be shared (--autoencoder)
     # 64x64x3 -> 8 x 16x16, wider and deeper
     "paper": dict(downsample=4, channels=(64, 128, 256), blocks=(1, 2, 2), latent_channels=8, norm_groups=32),
 }
@@ -85,6 +89,26 @@ BACKBONE: dict[str, dict[str, Any]] = {
         prev_frame=True,
     ),
     "long": "cpu",
+    # the cpu backbone (16 tokens per frame, ~2.8M parameters; every variant matched to it). window_frames: the
+    # windowed causal Transformer baseline sees the last 24 frames, a quarter of the 96-frame training window
+    # as the paper's 192 frames are of its 800 (frame-local attention: 10 frames); revisits in the recall data
+    # come 40-80 frames later (see benchmarks/recall.py), beyond both windows and inside the training window.
+    "recall": dict(
+        patch=2,
+        dim=128,
+        depth=6,
+        heads=4,
+        mlp_ratio=4.0,
+        d_state=16,
+        headdim=32,
+        expand=2,
+        d_conv=4,
+        chunk_size=32,
+        block_cycle=((2, 2), (4, 4)),
+        action_tokens=True,
+        prev_frame=True,
+        window_frames=24,
+    ),
     "paper": dict(
         patch=2,
         dim=768,
@@ -106,6 +130,7 @@ DIFFUSION: dict[str, dict[str, Any]] = {
     "tiny": dict(sampling_steps=2),
     "cpu": dict(sampling_steps=2),
     "long": "cpu",
+    "recall": "cpu",
     "paper": dict(sampling_steps=10),
 }
 
@@ -152,6 +177,35 @@ TRAINING: dict[str, dict[str, Any]] = {
         eval_batch=8,
         compile=False,
     ),
+    # The recall sweep (benchmarks/recall.py): 7 variants trained alike, so one step of each is the unit of cost.
+    # Windows: 64 frames, then 96 for the second half (the paper: 400 then 800): retrieval needs 33 context + up
+    # to 40 return frames, reasoning 64 + 32, so every revisit the benchmark scores lies inside the training
+    # window. Batch 4 keeps the frames per step of the cpu preset (4 x 96 = 8 x 48).
+    # Measured (1 torch thread, random latents, median of 3 steps after 1 warm-up, on a 2-core machine whose
+    # other core was busy): seconds per step at 96 frames: hybrid 2.22, causal_full 3.77, causal_window 2.16,
+    # mamba2 1.97, mamba2_local_attn 2.05, hybrid_block1 2.17 (hybrid_no_trick = hybrid); at 64 frames: hybrid
+    # 1.67, causal_full 2.24, mamba2 1.75. All 7 variants: 16.6 s per step at 96 frames, ~12.2 s at 64 frames,
+    # 14.4 s averaged over the curriculum. Calibration under the same load: the cpu preset's step (8 x 48) took
+    # 2.04 s at 1 thread, against 0.91 s on a quiet 2-core machine (DESIGN.md: ~1.1 steps/s), so quiet 2 cores
+    # run these steps at 0.45x: ~6.4 s per step of all 7 variants. Per variant, besides training (measured the
+    # same way on an untrained model and scaled alike): encoding its episodes (2.8 ms/frame at 1 thread), the
+    # run's own evaluations, scoring 48 held-out generations and the latency probe, ~1.2 min; the shared
+    # autoencoder ~4 min (none with --autoencoder runs/demo/autoencoder.pt). 600 steps: 64 min of training +
+    # 8 + 4 min = ~76 min estimated for the whole sweep on 2 quiet cores, ~14 min of margin under 90 for the
+    # extrapolation. (3x the steps would need ~3.5 hours.)
+    "recall": dict(
+        steps=600,
+        batch_size=4,
+        curriculum=((0.0, 64), (0.5, 96)),
+        lr=1e-3,
+        warmup=60,
+        eval_every=300,
+        ckpt_every=50,
+        eval_context=16,
+        eval_horizon=16,
+        eval_batch=8,
+        compile=False,
+    ),
     "paper": dict(
         steps=200_000,
         batch_size=16,
@@ -172,6 +226,7 @@ AUTOENCODER_TRAINING: dict[str, dict[str, Any]] = {
     "tiny": dict(steps=30, batch_size=16),
     "cpu": dict(steps=800, batch_size=32),
     "long": "cpu",
+    "recall": "cpu",
     "paper": dict(steps=100_000, batch_size=64),
 }
 

@@ -15,8 +15,8 @@ from worldmodel.train_autoencoder import parse_args as ae_parse_args
 
 
 def test_every_table_covers_every_preset():
-    """Each component's table names exactly the presets tiny, cpu, long and paper."""
-    assert presets.PRESETS == ("tiny", "cpu", "long", "paper")
+    """Each component's table names exactly the presets tiny, cpu, long, recall and paper."""
+    assert presets.PRESETS == ("tiny", "cpu", "long", "recall", "paper")
     for table in (
         presets.AUTOENCODER,
         presets.BACKBONE,
