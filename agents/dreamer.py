@@ -55,7 +55,10 @@ from envs.fileio import RunLock, RunLockedError, atomic_torch_save, atomic_write
 from planners.dream_model import WorldModelDream  # noqa: E402
 from worldmodel.utils import image_strip, resolve_device  # noqa: E402
 
-__all__ = ["DreamerConfig", "LoadedAgent", "load_agent", "main", "train"]
+__all__ = ["REAL_ENVS", "DreamerConfig", "LoadedAgent", "load_agent", "main", "train"]
+
+REAL_ENVS = 4
+"""Real envs of --world real at most: one Memory Maze env (the stock dm_control task) holds ~1 GB of memory."""
 
 RESUME_MAY_CHANGE = (
     *("steps", "resume", "progress", "threads", "device", "run_dir", "checkpoint_every", "strip_every"),
@@ -83,7 +86,7 @@ class DreamerConfig:
     steps: int = 24_000
     """Env steps to learn from: imagined (dream) or real; updates = steps / (batch x horizon)."""
     batch: int = 32
-    """Dreams (or real envs, --world real uses min(batch, 16)) per update."""
+    """Dreams per update (--world real: min(batch, REAL_ENVS) real envs; a Memory Maze env holds ~1 GB)."""
     horizon: int = 15
     """Imagination horizon H (DreamerV3: 15)."""
     context_frames: int = 16
@@ -181,8 +184,8 @@ class DreamerConfig:
 
     @property
     def envs_per_update(self) -> int:
-        """Parallel episodes per update: the batch of dreams, or min(batch, 16) real envs."""
-        return self.batch if self.world == "dream" else min(self.batch, 16)
+        """Parallel episodes per update: the batch of dreams, or min(batch, REAL_ENVS) real envs."""
+        return self.batch if self.world == "dream" else min(self.batch, REAL_ENVS)
 
     @property
     def updates(self) -> int:

@@ -208,8 +208,9 @@ class SB3Config:
     """Frames stacked along the channels (SB3's VecFrameStack) when > 1; the evaluation envs stack the same way."""
     total_steps: int = 24_000
     """Env steps to learn from: imagined (dream) or real; rounded up to whole rollouts by SB3."""
-    num_envs: int = 16
-    """Parallel envs: dreams batched through the world model, or real envs (one process each in turn)."""
+    num_envs: int = 4
+    """Parallel envs: dreams batched through the world model, or real envs stepped in turn in this process (one
+    Memory Maze env holds ~1 GB of memory; the same number in both worlds keeps the comparison equal)."""
     max_episode_steps: int = 300
     """Steps per training episode: imagined frames per dream (long dreams drift), or real steps before a real env
     is reset (--world real)."""
