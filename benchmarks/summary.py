@@ -193,7 +193,25 @@ def _rows(folder: Path) -> list[tuple[str, str, str]]:
     ag = _load(folder, "agents")
     if ag:
         rows.append(_agents_row(ag))
+    rc = _load(folder, "recall")
+    if rc and rc.get("variants"):
+        rows.append(_recall_row(rc))
     return rows
+
+
+def _recall_row(rc: dict) -> tuple[str, str, str]:
+    """Per variant: reasoning PSNR and PSNR on frames last seen beyond the attention window (``recall``)."""
+    parts = []
+    for name, v in rc["variants"].items():
+        s = v["scores"]
+        beyond = s.get("all", {}).get("beyond_attention", {}).get("psnr", {})
+        reason = s.get("reasoning", {}).get("psnr", {})
+        parts.append(
+            f"{name}: reasoning {reason.get('mean', float('nan')):.2f} dB, beyond the attention window "
+            f"{beyond.get('mean', float('nan')):.2f} dB"
+        )
+    done = f"{len(rc['variants'])} of {len(rc['variants']) + len(rc.get('missing', []))} variants"
+    return (f"Recall, {rc['preset']} setting, {done} (`recall`)", "; ".join(parts), "the paper's orderings: see below")
 
 
 def _agents_row(ag: dict) -> tuple[str, str, str]:

@@ -224,6 +224,7 @@ def test_summary_reads_every_published_result():
         "scaling",
         "planners",
         "agents",
+        "recall",
     ]
     rows = [line for line in proc.stdout.splitlines() if line.startswith("| ") and "`" in line]
     assert len(rows) == sum((RESULTS / f"{n}.json").exists() for n in known), proc.stdout
