@@ -10,7 +10,7 @@ RUN      ?= runs/demo
 RECALL_EPISODES ?= data/episodes/mm9-revisit
 RECALL_HELDOUT  ?= data/episodes/mm9-revisit-heldout
 
-.PHONY: help setup test test-slow lint format check data ae train train-long demo bench bench-scaling bench-recall agent-dreamer agent-sb3 bench-agents clean
+.PHONY: help setup test test-slow lint format check data ae train train-long demo bench bench-scaling data-recall bench-recall agent-dreamer agent-sb3 bench-agents clean
 
 help:  ## list targets
 	@grep -E '^[a-z0-9-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -60,7 +60,13 @@ train-long: setup  ## train the long preset (the cpu model, 4x the steps: ~60 mi
 bench-scaling: setup  ## quality vs training minutes: the long run in runs/long scored at ~5/15/30/60 min (resumable)
 	$(BIN)/python -m benchmarks.scaling --episodes $(EPISODES) --heldout-episodes $(HELDOUT) --run-dir runs/long
 
-bench-recall: setup  ## recall benchmark (retrieval, reasoning, recall vs distance): 7 variants of the recall preset trained alike into runs/recall (~80 min on 2 cores, resumable), results in benchmarks/results/recall.*
+data-recall: setup  ## collect the recall data: 40 revisit episodes into $(RECALL_EPISODES), 12 unseen into $(RECALL_HELDOUT) (resumable)
+	$(BIN)/python -m envs.collect --env longdream/MemoryMaze-9x9-ExtraObs-v0 --steps 400 --policy revisit --revisit-steps 32 \
+		--workers 2 --episodes 40 --seed 0 --out $(RECALL_EPISODES)
+	$(BIN)/python -m envs.collect --env longdream/MemoryMaze-9x9-ExtraObs-v0 --steps 400 --policy revisit --revisit-steps 32 \
+		--workers 2 --episodes 12 --seed 1000 --out $(RECALL_HELDOUT)
+
+bench-recall: setup  ## recall benchmark (retrieval, reasoning, recall vs distance): 7 variants of the recall preset trained alike into runs/recall (7 x 600 steps: the hybrid took 25 min on shared cores; resumable per variant), results in benchmarks/results/recall.*
 	$(BIN)/python -m benchmarks.recall --episodes $(RECALL_EPISODES) --heldout-episodes $(RECALL_HELDOUT) --sweep runs/recall
 
 ae: setup  ## train only the stage-1 autoencoder into $(RUN) (worldmodel.train does this itself when missing)
