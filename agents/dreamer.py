@@ -55,7 +55,16 @@ from envs.fileio import RunLock, RunLockedError, atomic_torch_save, atomic_write
 from planners.dream_model import WorldModelDream  # noqa: E402
 from worldmodel.utils import image_strip, resolve_device  # noqa: E402
 
-__all__ = ["REAL_ENVS", "DreamerConfig", "LoadedAgent", "load_agent", "main", "train"]
+__all__ = [
+    "REAL_ENVS",
+    "DreamerConfig",
+    "LoadedAgent",
+    "load_agent",
+    "main",
+    "space_from_dict",
+    "space_to_dict",
+    "train",
+]
 
 REAL_ENVS = 4
 """Real envs of --world real at most: one Memory Maze env (the stock dm_control task) holds ~1 GB of memory."""
@@ -223,6 +232,26 @@ def _networks(cfg: DreamerConfig, feat_dim: int, action_space) -> tuple[Actor, C
     return actor, critic, slow
 
 
+def space_to_dict(space) -> dict:
+    """A Discrete or Box action space as plain data (checkpoints hold no pickled objects)."""
+    if isinstance(space, gymnasium.spaces.Discrete):
+        return {"kind": "discrete", "n": int(space.n)}
+    if isinstance(space, gymnasium.spaces.Box):
+        return {"kind": "box", "low": space.low.tolist(), "high": space.high.tolist()}
+    raise ValueError(f"action space {space}: agents support Discrete and Box")
+
+
+def space_from_dict(d: dict):
+    """The inverse of :func:`space_to_dict`."""
+    if d.get("kind") == "discrete":
+        return gymnasium.spaces.Discrete(int(d["n"]))
+    if d.get("kind") == "box":
+        return gymnasium.spaces.Box(
+            np.asarray(d["low"], np.float32), np.asarray(d["high"], np.float32), dtype=np.float32
+        )
+    raise ValueError(f"action space entry {d!r}: expected kind 'discrete' or 'box'")
+
+
 def _config_dict(cfg: DreamerConfig) -> dict:
     return json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
 
@@ -238,11 +267,13 @@ def _config_from_dict(d: dict) -> DreamerConfig:
 def load_agent(path: str | os.PathLike, device: str = "cpu") -> LoadedAgent:
     """The actor and critic of an ``agent.pt`` (weights only), e.g. the critic as a planner's terminal value."""
     ckpt = torch_load(path, map_location=resolve_device(device))
-    for key in ("actor", "critic", "config", "feat_dim", "action_n", "update"):
+    if "action_space" not in ckpt and "action_n" in ckpt:  # written before Box support: Discrete
+        ckpt["action_space"] = {"kind": "discrete", "n": int(ckpt["action_n"])}
+    for key in ("actor", "critic", "config", "feat_dim", "action_space", "update"):
         if key not in ckpt:
             raise ValueError(f"{path}: not an agents.dreamer checkpoint (no '{key}' entry)")
     cfg = _config_from_dict(ckpt["config"])
-    actor, critic, _ = _networks(cfg, int(ckpt["feat_dim"]), gymnasium.spaces.Discrete(int(ckpt["action_n"])))
+    actor, critic, _ = _networks(cfg, int(ckpt["feat_dim"]), space_from_dict(ckpt["action_space"]))
     actor.load_state_dict(ckpt["actor"])
     critic.load_state_dict(ckpt["critic"])
     dev = resolve_device(device)
@@ -340,7 +371,7 @@ def _train(cfg: DreamerConfig, run: Path) -> dict:
                 "env_steps": env_steps,
                 "learn_seconds": learn_seconds,
                 "feat_dim": feat_dim,
-                "action_n": int(action_space.n),
+                "action_space": space_to_dict(action_space),
                 "env_id": env_id,
                 "config": _config_dict(cfg),
             },

@@ -6,6 +6,7 @@ import torch
 from gymnasium import spaces
 
 from agents.actor_critic import Actor, Critic
+from agents.dreamer import space_from_dict, space_to_dict
 from agents.returns import PercentileNormalizer, TwoHot, discount_from_horizon, lambda_returns, symexp, symlog
 from planners import CEM, planner_config
 
@@ -114,3 +115,13 @@ def test_critic_serves_as_a_planners_terminal_value():
     )  # zero-init: value 0
     with pytest.raises(ValueError, match="critic loss='huber'"):
         Critic(2, loss="huber")
+
+
+def test_action_spaces_round_trip_as_plain_data():
+    box = spaces.Box(np.array([-1.0, 0.0], np.float32), np.array([1.0, 4.0], np.float32), dtype=np.float32)
+    for space in (spaces.Discrete(6), box):
+        d = space_to_dict(space)
+        assert space_from_dict(d) == space
+        assert all(isinstance(v, (str, int, float, list)) for v in d.values())
+    with pytest.raises(ValueError, match="kind 'discrete' or 'box'"):
+        space_from_dict({"kind": "dict"})
