@@ -56,6 +56,22 @@ AUTOENCODER: dict[str, dict[str, Any]] = {
 # The sequence model (BackboneConfig fields). `patch`: latent cells per token side. `block_cycle`: the
 # (bh, bw) block sizes (in tokens) of the block-wise scan, cycled over the layers and each clipped to a
 # divisor of the token grid (the paper varies block sizes per layer without publishing them).
+# action_tokens + prev_frame: the lever study's winner for following the actions (benchmarks.train_levers)
+_CPU_BACKBONE: dict[str, Any] = dict(
+    patch=2,
+    dim=128,
+    depth=6,
+    heads=4,
+    mlp_ratio=4.0,
+    d_state=16,
+    headdim=32,
+    expand=2,
+    d_conv=4,
+    chunk_size=32,
+    block_cycle=((2, 2), (4, 4)),
+    action_tokens=True,
+    prev_frame=True,
+)
 BACKBONE: dict[str, dict[str, Any]] = {
     "tiny": dict(
         patch=2,
@@ -72,43 +88,13 @@ BACKBONE: dict[str, dict[str, Any]] = {
         action_tokens=True,  # as cpu, so the tests exercise the same paths
         prev_frame=True,
     ),
-    # action_tokens + prev_frame: the lever study's winner for following the actions (benchmarks.train_levers)
-    "cpu": dict(
-        patch=2,
-        dim=128,
-        depth=6,
-        heads=4,
-        mlp_ratio=4.0,
-        d_state=16,
-        headdim=32,
-        expand=2,
-        d_conv=4,
-        chunk_size=32,
-        block_cycle=((2, 2), (4, 4)),
-        action_tokens=True,
-        prev_frame=True,
-    ),
+    "cpu": _CPU_BACKBONE,
     "long": "cpu",
     # the cpu backbone (16 tokens per frame, ~2.8M parameters; every variant matched to it). window_frames: the
     # windowed causal Transformer baseline sees the last 24 frames, a quarter of the 96-frame training window
     # as the paper's 192 frames are of its 800 (frame-local attention: 10 frames); revisits in the recall data
     # come 40-80 frames later (see benchmarks/recall.py), beyond both windows and inside the training window.
-    "recall": dict(
-        patch=2,
-        dim=128,
-        depth=6,
-        heads=4,
-        mlp_ratio=4.0,
-        d_state=16,
-        headdim=32,
-        expand=2,
-        d_conv=4,
-        chunk_size=32,
-        block_cycle=((2, 2), (4, 4)),
-        action_tokens=True,
-        prev_frame=True,
-        window_frames=24,
-    ),
+    "recall": {**_CPU_BACKBONE, "window_frames": 24},
     "paper": dict(
         patch=2,
         dim=768,
