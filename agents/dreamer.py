@@ -27,7 +27,6 @@ import dataclasses
 import json
 import math
 import os
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -46,14 +45,13 @@ from tqdm import tqdm  # noqa: E402
 import envs  # noqa: E402, F401  (registers the Memory Maze ids)
 import worldmodel  # noqa: E402
 from agents.actor_critic import Actor, Critic  # noqa: E402
-from agents.real import evaluate_policy  # noqa: E402
+from agents.real import evaluate_policy, real_steps_used  # noqa: E402
 from agents.returns import PercentileNormalizer, discount_from_horizon, lambda_returns  # noqa: E402
 from agents.rollouts import FeaturePolicy, ImaginedRollouts, RealRollouts  # noqa: E402
 from envs.contexts import ContextSampler  # noqa: E402
-from envs.episodes import EpisodeStore  # noqa: E402
 from envs.fileio import RunLock, RunLockedError, atomic_torch_save, atomic_write_json, torch_load  # noqa: E402
 from planners.dream_model import WorldModelDream  # noqa: E402
-from worldmodel.utils import image_strip, resolve_device  # noqa: E402
+from worldmodel.utils import git_commit, image_strip, resolve_device  # noqa: E402
 
 __all__ = [
     "REAL_ENVS",
@@ -267,8 +265,6 @@ def _config_from_dict(d: dict) -> DreamerConfig:
 def load_agent(path: str | os.PathLike, device: str = "cpu") -> LoadedAgent:
     """The actor and critic of an ``agent.pt`` (weights only), e.g. the critic as a planner's terminal value."""
     ckpt = torch_load(path, map_location=resolve_device(device))
-    if "action_space" not in ckpt and "action_n" in ckpt:  # written before Box support: Discrete
-        ckpt["action_space"] = {"kind": "discrete", "n": int(ckpt["action_n"])}
     for key in ("actor", "critic", "config", "feat_dim", "action_space", "update"):
         if key not in ckpt:
             raise ValueError(f"{path}: not an agents.dreamer checkpoint (no '{key}' entry)")
@@ -278,16 +274,6 @@ def load_agent(path: str | os.PathLike, device: str = "cpu") -> LoadedAgent:
     critic.load_state_dict(ckpt["critic"])
     dev = resolve_device(device)
     return LoadedAgent(actor.to(dev).eval(), critic.to(dev).eval(), cfg, int(ckpt["update"]))
-
-
-def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True
-        )
-        return out.stdout.strip() or None
-    except OSError:
-        return None
 
 
 # ------------------------------------------------------------------------------------------- the loop
@@ -471,28 +457,15 @@ def _train(cfg: DreamerConfig, run: Path) -> dict:
         "updates": update,
         "env_steps": env_steps,
         "imagined_steps": env_steps if cfg.world == "dream" else 0,
-        "real_steps_used": _real_steps(cfg, env_steps),
+        "real_steps_used": real_steps_used(cfg.world, cfg.episodes, env_steps),
         "learn_seconds": learn_seconds,
         "steps_per_s": env_steps / max(learn_seconds, 1e-9),
         "eval": res,
         "config": _config_dict(cfg),
-        "git_commit": _git_commit(),
+        "git_commit": git_commit()[0],
     }
     atomic_write_json(run / "eval.json", out)
     return out
-
-
-def _real_steps(cfg: DreamerConfig, env_steps: int) -> dict:
-    """Real env steps behind the agent: its own (--world real), or the world model's data (--world dream)."""
-    if cfg.world == "real":
-        return {"steps": env_steps, "note": "real env steps the agent learnt from"}
-    store = EpisodeStore(cfg.episodes)
-    steps = int(np.sum(np.asarray(store.lengths) - 1))
-    return {
-        "steps": steps,
-        "note": f"real steps in {cfg.episodes} (the contexts; the world model's training data by default); "
-        "the agent itself took no real step",
-    }
 
 
 def main(argv: list[str] | None = None) -> int:

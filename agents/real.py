@@ -24,10 +24,11 @@ import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 import envs  # noqa: E402, F401  (registers the Memory Maze ids)
+from envs.episodes import EpisodeStore  # noqa: E402
 from planners.controller import frame_of  # noqa: E402
-from planners.evaluate import mean_ci  # noqa: E402
+from planners.evaluate import episode_record, mean_ci  # noqa: E402
 
-__all__ = ["FramePolicy", "evaluate_policy", "episode_record", "summarise_episodes"]
+__all__ = ["FramePolicy", "evaluate_policy", "episode_record", "real_steps_used", "summarise_episodes"]
 
 
 @runtime_checkable
@@ -43,23 +44,6 @@ class FramePolicy(Protocol):
     def act(self, frame: np.ndarray) -> Any:
         """The action for the newest frame uint8 (H, W, 3)."""
         ...
-
-
-def episode_record(seed: int, rewards: list[float], actions: list | None = None) -> dict:
-    """One episode's numbers: steps, return, reward rate per 100 steps, the steps that were rewarded (and the
-    actions taken, when given)."""
-    steps = len(rewards)
-    total = float(np.sum(rewards))
-    rec = {
-        "seed": int(seed),
-        "steps": steps,
-        "return": total,
-        "reward_rate_per_100": 100.0 * total / max(steps, 1),
-        "reward_steps": [i for i, r in enumerate(rewards) if r > 0],
-    }
-    if actions is not None:
-        rec["actions"] = [a.tolist() if isinstance(a, np.ndarray) else a for a in actions]
-    return rec
 
 
 def summarise_episodes(records: list[dict]) -> dict:
@@ -116,3 +100,19 @@ def evaluate_policy(
     res = summarise_episodes(records)
     res.update(seeds=seeds, max_steps=max_steps)
     return res
+
+
+def real_steps_used(world: str, episodes, steps: int) -> dict:
+    """The real env steps behind an agent: its own ``steps`` (``world="real"``), or those recorded in the
+    ``episodes`` folder its dreams were warmed on (``world="dream"``; the agent itself took no real step)."""
+    if world == "real":
+        return {"steps": int(steps), "note": "real env steps the agent learnt from"}
+    store = EpisodeStore(episodes)
+    frames = int(np.sum(store.lengths))
+    return {
+        "steps": frames - len(store),
+        "frames": frames,
+        "note": f"real steps (actions; frames = steps + one reset frame per episode) in {episodes}, the folder "
+        "the dreams were warmed on - the world model's training data when it is the folder the model was trained "
+        "on; the agent itself took no real step",
+    }

@@ -35,7 +35,6 @@ import dataclasses
 import inspect
 import json
 import os
-import subprocess
 import sys
 import time
 import zipfile
@@ -67,9 +66,8 @@ from stable_baselines3.common.vec_env import (  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 import envs  # noqa: E402, F401  (registers the Memory Maze ids)
-from agents.real import evaluate_policy  # noqa: E402
+from agents.real import evaluate_policy, real_steps_used  # noqa: E402
 from envs.dream_vector import DreamVectorEnv  # noqa: E402
-from envs.episodes import EpisodeStore  # noqa: E402
 from envs.fileio import (  # noqa: E402
     RunLock,
     RunLockedError,
@@ -80,7 +78,7 @@ from envs.fileio import (  # noqa: E402
 )
 from envs.sb3 import DreamSB3VecEnv  # noqa: E402
 from worldmodel.model import WorldModelConfig, _world_model_entries  # noqa: E402
-from worldmodel.utils import image_strip, resolve_device  # noqa: E402
+from worldmodel.utils import git_commit, image_strip, resolve_device  # noqa: E402
 
 try:  # optional: RecurrentPPO, QRDQN, TRPO, ... (a dependency of the project, but SB3 works without it)
     import sb3_contrib  # noqa: E402
@@ -734,40 +732,15 @@ def _train(cfg: SB3Config, run: Path) -> dict:
         f"{'imagined' if cfg.world == 'dream' else 'real'}_steps_per_s": steps / train_seconds,
         "speed_note": "steps of this start over its training seconds (wall seconds of learn() minus the periodic "
         "real-env evaluations)",
-        "real_steps_used": _real_steps(cfg, int(model.num_timesteps)),
+        "real_steps_used": real_steps_used(cfg.world, cfg.episodes, int(model.num_timesteps)),
         "periodic_eval": evaluator.history if evaluator is not None else [],
         "imagined_strip": strip,
         "eval": res,
         "config": _config_dict(cfg),
-        "git_commit": _git_commit(),
+        "git_commit": git_commit()[0],
     }
     atomic_write_json(run / "eval.json", out)
     return out
-
-
-def _real_steps(cfg: SB3Config, steps: int) -> dict:
-    """Real env steps behind the agent: its own (--world real), or those in the episodes folder (--world dream)."""
-    if cfg.world == "real":
-        return {"steps": steps, "note": "real env steps the agent learnt from"}
-    store = EpisodeStore(cfg.episodes)
-    frames = int(np.sum(store.lengths))
-    return {
-        "steps": frames - len(store),
-        "frames": frames,
-        "note": f"real steps (actions; frames = steps + one reset frame per episode) in {cfg.episodes}, the folder "
-        "the dreams were warmed on - the world model's training data when it is the folder the model was trained "
-        "on; the agent itself took no real step",
-    }
-
-
-def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True
-        )
-        return out.stdout.strip() or None
-    except OSError:
-        return None
 
 
 # ------------------------------------------------------------------------------------------------ play

@@ -29,7 +29,7 @@ from agents.real import episode_record, summarise_episodes
 from benchmarks.common import RESULTS_DIR, figure, machine_info, write_results
 from envs.fileio import atomic_write_text
 from envs.policies import OraclePolicy, RandomPolicy
-from planners.evaluate import mean_ci, run_policy_episode, sensitivity
+from planners.evaluate import mean_ci, run_policy_episode, sensitivity, sensitivity_sentence
 
 __all__ = ["baseline", "collect", "main", "markdown"]
 
@@ -153,14 +153,7 @@ def markdown(res: dict) -> str:
     ]
     s = res.get("action_sensitivity")
     if s:
-        t, c = s.get("turning", {}), s.get("constant", {})
-        lines += [
-            "",
-            f"The world model's action sensitivity ({s['episodes']} held-out episodes): turning windows real minus "
-            f"swapped {t.get('psnr_real_minus_swapped', float('nan')):+.2f} dB; constant left vs right PSNR "
-            f"{c.get('psnr_left_vs_right', float('nan')):.2f} dB vs two noise seeds "
-            f"{c.get('psnr_seed_vs_seed', float('nan')):.2f} dB (follows actions: {c.get('follows_actions')}).",
-        ]
+        lines += ["", "The world model's action sensitivity " + sensitivity_sentence(s)]
     return "\n".join(lines) + "\n"
 
 

@@ -19,7 +19,6 @@ import argparse
 import os
 import platform
 import statistics
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Hashable, Mapping
@@ -33,7 +32,7 @@ from matplotlib.figure import Figure
 from tqdm import tqdm
 
 from envs.fileio import atomic_write_json
-from worldmodel.utils import save_figure
+from worldmodel.utils import git_commit, save_figure
 
 __all__ = [
     "RESULTS_DIR",
@@ -63,8 +62,6 @@ STYLE = {
 """The matplotlib settings every benchmark figure is drawn with (on top of matplotlib's defaults)."""
 FIGURE_DPI = 110
 """PNG resolution of every benchmark figure."""
-GIT_TIMEOUT_S = 5
-"""Seconds ``git`` may take to name the commit before :func:`machine_info` records none."""
 
 T = TypeVar("T")
 K = TypeVar("K", bound=Hashable)
@@ -177,30 +174,10 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def _git_commit() -> tuple[str | None, bool | None]:
-    """(HEAD commit, whether tracked files differ from it) of the checkout; (None, None) outside git."""
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=GIT_TIMEOUT_S
-        )
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            timeout=GIT_TIMEOUT_S,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None, None
-    if head.returncode != 0:
-        return None, None
-    return head.stdout.strip(), (bool(dirty.stdout.strip()) if dirty.returncode == 0 else None)
-
-
 def machine_info(device: torch.device | str | None = None) -> dict:
     """Where the numbers come from: CPUs, platform, python, torch and its intra-op threads, the CUDA device,
     the device measured on (when given), the git commit and the load average at the time of the call."""
-    commit, dirty = _git_commit()
+    commit, dirty = git_commit()
     info = {
         "cpus": os.cpu_count(),
         "cpu": _cpu_name(),

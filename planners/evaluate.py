@@ -35,7 +35,6 @@ import dataclasses
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -64,9 +63,9 @@ from planners.controller import EpisodeResult, MPCController, frame_of  # noqa: 
 from planners.dream_model import WorldModelDream  # noqa: E402
 from worldmodel.evaluate import action_sensitivity  # noqa: E402
 from worldmodel.train import LatentEpisodes  # noqa: E402
-from worldmodel.utils import resolve_device, save_figure  # noqa: E402
+from worldmodel.utils import git_commit, resolve_device, save_figure  # noqa: E402
 
-__all__ = ["EvaluateJob", "evaluate", "main", "mean_ci", "parse_args"]
+__all__ = ["EvaluateJob", "episode_record", "evaluate", "main", "mean_ci", "parse_args", "sensitivity_sentence"]
 
 PLANNER_CLASSES: dict[str, type[Planner]] = PLANNERS
 """The planners by name (``planners.PLANNERS``)."""
@@ -185,12 +184,7 @@ def mean_ci(values, confidence: float = 0.95) -> dict:
 
 def _machine(device: torch.device) -> dict:
     """Where the numbers come from (as benchmarks.common.machine_info, which this layer may not import)."""
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=5
-        ).stdout.strip()
-    except (OSError, subprocess.TimeoutExpired):
-        commit = None
+    commit, _ = git_commit()
     return {
         "cpus": os.cpu_count(),
         "platform": platform.platform(),
@@ -219,16 +213,26 @@ def run_policy_episode(env: gymnasium.Env, policy, seed: int, max_steps: int) ->
     return rewards, actions, frames
 
 
-def _episode_record(method: str, seed: int, rewards: list[float], result: EpisodeResult | None = None) -> dict:
+def episode_record(seed: int, rewards: list[float], actions: list | None = None) -> dict:
+    """One real episode's numbers: steps, return, reward rate per 100 steps, the steps that were rewarded (and
+    the actions taken, when given)."""
     steps = len(rewards)
+    total = float(np.sum(rewards))
     rec = {
-        "method": method,
         "seed": int(seed),
         "steps": steps,
-        "return": float(np.sum(rewards)),
-        "reward_rate_per_100": 100.0 * float(np.sum(rewards)) / max(steps, 1),
+        "return": total,
+        "reward_rate_per_100": 100.0 * total / max(steps, 1),
         "reward_steps": [i for i, r in enumerate(rewards) if r > 0],
     }
+    if actions is not None:
+        rec["actions"] = [a.tolist() if isinstance(a, np.ndarray) else a for a in actions]
+    return rec
+
+
+def _episode_record(method: str, seed: int, rewards: list[float], result: EpisodeResult | None = None) -> dict:
+    rec = {"method": method, **episode_record(seed, rewards)}
+    steps = rec["steps"]
     if result is not None:
         secs = result.decision_seconds
         rec.update(
@@ -584,15 +588,19 @@ def markdown(res: dict) -> str:
         ]
     s = res.get("action_sensitivity")
     if s:
-        t, c = s.get("turning", {}), s.get("constant", {})
-        lines += [
-            "",
-            f"Action sensitivity ({s['episodes']} held-out episodes): turning windows real minus swapped "
-            f"{t.get('psnr_real_minus_swapped', float('nan')):+.2f} dB; constant left vs right PSNR "
-            f"{c.get('psnr_left_vs_right', float('nan')):.2f} dB vs two noise seeds "
-            f"{c.get('psnr_seed_vs_seed', float('nan')):.2f} dB (follows actions: {c.get('follows_actions')}).",
-        ]
+        lines += ["", "Action sensitivity " + sensitivity_sentence(s)]
     return "\n".join(lines) + "\n"
+
+
+def sensitivity_sentence(s: dict) -> str:
+    """``worldmodel.evaluate.action_sensitivity`` results (as :func:`sensitivity` returns them) in one sentence."""
+    t, c = s.get("turning", {}), s.get("constant", {})
+    return (
+        f"({s['episodes']} held-out episodes): turning windows real minus swapped "
+        f"{t.get('psnr_real_minus_swapped', float('nan')):+.2f} dB; constant left vs right PSNR "
+        f"{c.get('psnr_left_vs_right', float('nan')):.2f} dB vs two noise seeds "
+        f"{c.get('psnr_seed_vs_seed', float('nan')):.2f} dB (follows actions: {c.get('follows_actions')})."
+    )
 
 
 def plot(res: dict) -> Figure:

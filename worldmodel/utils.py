@@ -12,6 +12,7 @@ import io
 import math
 import os
 import random
+import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,37 @@ __all__ = [
     "image_strip",
     "save_png",
     "save_figure",
+    "git_commit",
 ]
+
+
+# ---------------------------------------------------------------------------------------------- provenance
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+"""The checkout this code runs from."""
+GIT_TIMEOUT_S = 5
+"""Seconds ``git`` may take before :func:`git_commit` gives up."""
+
+
+def git_commit() -> tuple[str | None, bool | None]:
+    """(HEAD commit, whether tracked files differ from it) of the checkout; (None, None) outside git. Every
+    result file records it, so a number can be traced to the code that made it."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=GIT_TIMEOUT_S
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=GIT_TIMEOUT_S,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None, None
+    if head.returncode != 0:
+        return None, None
+    return head.stdout.strip(), (bool(dirty.stdout.strip()) if dirty.returncode == 0 else None)
 
 
 # ---------------------------------------------------------------------------------------------- devices
