@@ -21,6 +21,8 @@ targets_pos    (T+1, K, 2)         all target positions (cell units); targets_ve
 target_pos     (T+1, 2)            current target (cell units); target_vec: agent-centric
 target_color   (T+1, 3)            current target colour, RGB in [0, 1]
 phase          (T+1,)              optional, ours: 0 outward / 1 retracing (``revisit`` policy)
+action_box     (T+1, 4)            optional, ours: raw controls of Minecraft data (``envs.convert``) as
+                                   [forward, jump, camera pitch, camera yaw]; action_box[0] = 0
 =============  ==================  ======================================================================
 
 Alignment (checked against the official recording code, ``gui/recording.py`` of jurgisp/memory-maze, which
@@ -79,7 +81,7 @@ OFFICIAL_KEYS = (
     "target_color",
 )
 REQUIRED_KEYS = ("image", "action", "reward")
-OUR_EXTRA_KEYS = ("phase",)
+OUR_EXTRA_KEYS = ("phase", "action_box")
 _READ_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, KeyError)
 
 # trailing shape after the time axis; None = any size, "K" = the same size across the targets_* keys
@@ -95,6 +97,7 @@ _TRAILING: dict[str, tuple] = {
     "targets_pos": ("K", 2),
     "targets_vec": ("K", 2),
     "phase": (),
+    "action_box": (4,),
 }
 
 
@@ -254,7 +257,8 @@ def _check_values(path, data: dict[str, np.ndarray]) -> None:
 def load_episode(path, keys: Iterable[str] | None = None) -> dict[str, np.ndarray]:
     """Load and validate one episode file (ours or an official Memory Maze one).
 
-    Returns the official keys present in the file (at least image, action, reward) plus ``phase`` if present;
+    Returns the official keys present in the file (at least image, action, reward) plus ``phase`` and
+    ``action_box`` if present;
     ``keys`` restricts the result (the validation still covers the whole file's headers).
     """
     path = Path(path)

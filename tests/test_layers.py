@@ -13,10 +13,13 @@ LAYER_OF = {
     "envs": "data",  # the package init only registers ids with string entry points
     "envs.episodes": "data",
     "envs.fileio": "data",
+    "envs.video": "data",
     "envs.activation": "real",
     "envs.memory_maze": "real",
     "envs.policies": "real",
     "envs.collect": "real",
+    "envs.minerl": "real",
+    "envs.convert": "real",
     "envs.contexts": "dream",
     "envs.dream_core": "dream",
     "envs.dream": "dream",

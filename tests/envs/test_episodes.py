@@ -119,8 +119,19 @@ def test_corrupt_member_error_names_file(tmp_path):
         (lambda d: d.update(targets_vec=d["targets_vec"][:, :2]), r"'targets_vec' has 2 targets but another"),
         (lambda d: d["action"].__setitem__((3, slice(None)), 0), r"'action' row 3 is not one-hot"),
         (lambda d: d["agent_dir"].__setitem__((2, 0), np.nan), r"'agent_dir' has non-finite values"),
+        (lambda d: d.update(action_box=np.zeros((11, 3))), r"'action_box' has shape \(11, 3\), expected \(11, 4\)"),
     ],
-    ids=["image-shape", "image-dtype", "missing-key", "time-axis", "trailing-shape", "n-targets", "one-hot", "nan"],
+    ids=[
+        "image-shape",
+        "image-dtype",
+        "missing-key",
+        "time-axis",
+        "trailing-shape",
+        "n-targets",
+        "one-hot",
+        "nan",
+        "action-box",
+    ],
 )
 def test_wrongly_shaped_file_errors(tmp_path, mutate, message):
     """Each kind of wrong content raises EpisodeError naming the file, the key and what was expected."""
