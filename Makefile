@@ -10,7 +10,7 @@ RUN      ?= runs/demo
 RECALL_EPISODES ?= data/episodes/mm9-revisit
 RECALL_HELDOUT  ?= data/episodes/mm9-revisit-heldout
 
-.PHONY: help setup test test-slow lint format check data ae train train-long demo bench bench-scaling data-recall bench-recall agent-dreamer agent-sb3 bench-agents clean
+.PHONY: help setup test test-slow lint format check data ae train train-long demo bench bench-scaling data-recall bench-recall bench-ddp agent-dreamer agent-sb3 bench-agents clean
 
 help:  ## list targets
 	@grep -E '^[a-z0-9-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -68,6 +68,9 @@ data-recall: setup  ## collect the recall data: 40 revisit episodes into $(RECAL
 
 bench-recall: setup  ## recall benchmark (retrieval, reasoning, recall vs distance): 7 variants of the recall preset trained alike into runs/recall (7 x 600 steps: the hybrid took 25 min on shared cores; resumable per variant), results in benchmarks/results/recall.*
 	$(BIN)/python -m benchmarks.recall --episodes $(RECALL_EPISODES) --heldout-episodes $(RECALL_HELDOUT) --sweep runs/recall
+
+bench-ddp: setup  ## training throughput on 1 vs 2 processes (torchrun, DDP over gloo, 1 thread each), cpu preset on $(EPISODES): benchmarks/results/train_ddp.* (run on quiet cores)
+	$(BIN)/python -m benchmarks.train_ddp --episodes $(EPISODES)
 
 ae: setup  ## train only the stage-1 autoencoder into $(RUN) (worldmodel.train does this itself when missing)
 	$(BIN)/python -m worldmodel.train_autoencoder --preset cpu --episodes $(EPISODES) --out $(RUN)

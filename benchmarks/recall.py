@@ -8,6 +8,17 @@ and every baseline of the paper (Po et al. 2025, Tables 2, 3 and 5 and Fig. 7), 
     python -m benchmarks.recall --collect-commands                           # how to collect the data
     python -m benchmarks.recall --quick                                      # smoke run in seconds (toy data)
 
+Spread over processes or machines (a shared SWEEP folder; ``--stage``, default ``all`` = the one command above):
+
+    python -m benchmarks.recall ... --stage autoencoder                      # 1. the shared autoencoder, once
+    python -m benchmarks.recall ... --stage train --variants causal_full     # 2. one job per variant, anywhere
+    python -m benchmarks.recall ... --stage score                            # 3. score what is trained, report
+
+Each variant trains with its own config's seed, the one the sequential sweep gives it, into its own folder
+SWEEP/VARIANT (locked while it trains), so where and when it runs does not change it; ``--stage score`` scores
+the variants trained to their planned steps (the others are named and left for a later pass) and writes the
+same results as the sequential sweep.
+
 The sweep. Every variant of ``VARIANTS`` (hybrid; causal Transformer with full context and with a window; Mamba2
 only; Mamba2 + frame-local attention, "w/o block-wise"; hybrid with block size 1; hybrid trained without the
 long-context trick, ``clean_prefix_prob=0``) is a ``worldmodel.train`` run of the same preset (``recall`` by
@@ -121,6 +132,8 @@ HEADING_TOLERANCE_DEG = 45.0
 NEVER = -1
 """The last-seen distance of a frame whose view the context never showed."""
 PROTOCOL_NAMES = ("retrieval", "reasoning")
+STAGES = ("all", "autoencoder", "train", "score")
+"""What one invocation does (``--stage``): everything, or one part of a sweep spread over jobs."""
 
 
 # ---------------------------------------------------------------------------------------------- settings
@@ -1220,6 +1233,37 @@ come back beyond the 10-frame attention window), 3 training steps per variant.""
 # ---------------------------------------------------------------------------------------------- command line
 
 
+def _finished_shared(args: argparse.Namespace) -> Path:
+    """SWEEP/_ae/autoencoder.pt when trained (or ``--autoencoder``, copied there); else a ValueError saying how to
+    make it (the train and score stages never train it: jobs started together would race for it)."""
+    path = args.sweep / "_ae" / "autoencoder.pt"
+    if args.autoencoder is None and not _finished_autoencoder(path):
+        raise ValueError(
+            f"{path}: the sweep's shared autoencoder is not trained yet; run this command with --stage autoencoder "
+            "first (once), or give --autoencoder"
+        )
+    cfg, model_cfg = variant_configs("hybrid", args.preset, args.steps)
+    return shared_autoencoder(args, model_cfg, cfg)
+
+
+def _train_stage(args: argparse.Namespace) -> int:
+    """--stage autoencoder: the shared autoencoder only; --stage train: train --variants on it, nothing scored.
+    Neither takes the sweep's lock (each training locks its own folder), so jobs run side by side."""
+    try:
+        cfg, model_cfg = variant_configs("hybrid", args.preset, args.steps)
+        if args.stage == "autoencoder":
+            print(f"shared autoencoder: {shared_autoencoder(args, model_cfg, cfg)}")
+            return 0
+        ae_path = _finished_shared(args)
+        for name in args.variants:
+            r = train_variant(name, args, ae_path)
+            print(f"{name}: trained {r['steps']} of {r['planned_steps']} steps in {args.sweep / name}")
+    except (ValueError, OSError, RunLockedError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """The command line; every value is checked here (exit status 2 with a message naming it)."""
     ap = argparse.ArgumentParser(
@@ -1245,6 +1289,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     ap.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     ap.add_argument("--collect-commands", action="store_true", help="print the commands that collect the data, exit")
+    ap.add_argument(
+        "--stage",
+        choices=STAGES,
+        default="all",
+        help="all: train what is missing and score (default); autoencoder: only the shared autoencoder; train: only "
+        "train --variants (one job per variant on a shared --sweep, after the autoencoder stage); score: only score "
+        "the variants trained to the end and write the results",
+    )
     args = ap.parse_args(argv)
     unknown = [v for v in args.variants if v not in VARIANTS]
     if unknown:
@@ -1307,6 +1359,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         q = QUICK_TOY
         write_toy_episodes(args.episodes, q["train"], q["steps"], q["out_steps"], seed=0)
         write_toy_episodes(args.heldout_episodes, q["heldout"], q["steps"], q["out_steps"], seed=1000)
+    if args.stage in ("autoencoder", "train"):
+        return _train_stage(args)
     protocol = PROTOCOLS[args.preset]
     try:
         heldout = prepare_heldout(args.heldout_episodes, protocol)  # checked before any training
@@ -1319,11 +1373,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"note: {note}")
     try:
         cfg, model_cfg = variant_configs("hybrid", args.preset, args.steps)
-        ae_path = shared_autoencoder(args, model_cfg, cfg)
+        ae_path = shared_autoencoder(args, model_cfg, cfg) if args.stage == "all" else _finished_shared(args)
         for name in args.variants:
             if _stored(args.sweep, name, args.settings) is not None and not args.redo:
                 print(f"{name}: already scored in {args.sweep / name / 'recall.json'}, skipped (--redo to score again)")
                 continue
+            if args.stage == "score":  # score only what the train jobs finished
+                planned = variant_configs(name, args.preset, args.steps)[0].steps
+                at = _step_of(args.sweep / name / "checkpoint.pt")
+                if at < planned:
+                    print(f"{name}: trained {at} of {planned} steps, not scored (train it with --stage train)")
+                    continue
             r = run_variant(name, args, ae_path, protocol, heldout)
             write_outputs(args, heldout, protocol)  # after every variant: an interruption loses nothing scored
             s = r["scores"]

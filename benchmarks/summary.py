@@ -196,6 +196,17 @@ def _rows(folder: Path) -> list[tuple[str, str, str]]:
     rc = _load(folder, "recall")
     if rc and rc.get("variants"):
         rows.append(_recall_row(rc))
+    dd = _load(folder, "train_ddp")
+    if dd:
+        one, two = (dd["processes"][n]["windows_per_s"] for n in ("1", "2"))
+        rows.append(
+            (
+                f"Training on 2 processes vs 1, {dd['preset']} preset (`train_ddp`)",
+                f"{one:.2f} -> {two:.2f} training windows/s (DDP over gloo, 1 thread per process, global batch "
+                f"{dd['batch']}): {dd['speedup']:.2f}x",
+                "reported (CPU processes; GPUs not measured)",
+            )
+        )
     return rows
 
 

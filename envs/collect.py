@@ -12,6 +12,11 @@
   command resumes: finished episodes are skipped, temp files of killed runs are removed, and no partial file
   ever has a final name. Re-running with different settings (env, seed, policy, steps, ...) into the same
   folder is refused.
+- ``--num-shards K --shard-index i`` collects only episodes ``i, i+K, i+2K, ...`` (a disjoint, deterministic
+  share; episode j keeps seed S+j and file ``ep_{j:05d}.npz``), so K jobs of a cluster scheduler (a Slurm array)
+  can collect one data set into K folders; ``--merge SHARD_DIR ... --out DIR`` copies their episode files into one
+  folder and writes its manifest: the folder then equals the unsharded collection, file for file (and the
+  unsharded command run on it resumes it).
 - ``--workers W`` runs W processes (spawned; each keeps one env). Workers die with the collection: on Linux the
   kernel kills them when it dies (``PR_SET_PDEATHSIG``), elsewhere a watchdog thread notices within a second.
   Ctrl-C (SIGINT) or SIGTERM stops the collection with a one-line message (exit code 130 / 143); finished
@@ -29,6 +34,7 @@ import ctypes.util
 import importlib
 import json
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -49,7 +55,7 @@ from tqdm import tqdm  # noqa: E402
 
 import envs  # noqa: E402  (registers the Memory Maze ids)
 from envs.episodes import EpisodeError, episode_length, save_episode  # noqa: E402
-from envs.fileio import RunLock, RunLockedError, atomic_write_json, clean_stale_temps  # noqa: E402
+from envs.fileio import RunLock, RunLockedError, atomic_write, atomic_write_json, clean_stale_temps  # noqa: E402
 from envs.memory_maze import STATE_KEYS, RenderingError  # noqa: E402
 from envs.policies import PHASES, POLICIES, make_policy  # noqa: E402
 
@@ -63,6 +69,8 @@ __all__ = [
     "episode_path",
     "main",
     "make_env",
+    "merge_shards",
+    "shard_indices",
 ]
 
 MANIFEST = "manifest.json"
@@ -101,6 +109,10 @@ class CollectConfig:
     """revisit: outward steps before retracing (None: half of --steps)."""
     fast: bool = True
     """Use the exact speed-ups (vectorised activation check, camera reuse); --no-fast runs stock dm_control."""
+    num_shards: int = 1
+    """Split the episodes into this many shards (one job each, e.g. a Slurm array) ..."""
+    shard_index: int = 0
+    """... and collect only shard i: episodes i, i+K, i+2K, ... (seeds and file names as unsharded)."""
 
 
 @dataclass(frozen=True)
@@ -109,6 +121,8 @@ class CollectArgs(CollectConfig):
 
     quiet: bool = False
     """No progress bar."""
+    merge: tuple[str, ...] = ()
+    """Merge these shard folders into --out (copy their episode files, write one manifest) instead of collecting."""
 
     def config(self) -> CollectConfig:
         """The collection settings without the display options."""
@@ -121,6 +135,13 @@ class Stopped(BaseException):
     def __init__(self, signum: int):
         super().__init__(signal.Signals(signum).name)
         self.signum = int(signum)
+
+
+def shard_indices(episodes: int, num_shards: int = 1, shard_index: int = 0) -> range:
+    """The episode indices of shard ``shard_index`` of ``num_shards``: ``shard_index, shard_index + K, ...`` below
+    ``episodes``. The shards are disjoint, cover every episode, and an episode's shard does not change when more
+    episodes are collected later."""
+    return range(shard_index, episodes, num_shards)
 
 
 def episode_path(out, index: int) -> Path:
@@ -211,6 +232,8 @@ def check_config(cfg: CollectConfig) -> int:
         raise ValueError(f"--policy {cfg.policy!r}: expected one of {', '.join(POLICIES)}")
     episodes = _int_in("--episodes", cfg.episodes, 1)
     _int_in("--workers", cfg.workers, 1)
+    shards = _int_in("--num-shards", cfg.num_shards, 1)
+    _int_in("--shard-index", cfg.shard_index, 0, shards - 1)
     seed = _int_in("--seed", cfg.seed, 0)
     if seed + episodes - 1 > MAX_SEED:
         raise ValueError(f"--seed {seed}: the episode seeds SEED..SEED+{episodes - 1} must stay <= {MAX_SEED}")
@@ -324,6 +347,68 @@ def _check_manifest(out: Path, settings: dict) -> dict | None:
     return old
 
 
+def _shard_record(cfg: CollectConfig, old: dict | None, out: Path) -> dict:
+    """The manifest's shard fields: none for an unsharded collection (or a folder that holds one), else
+    ``num_shards`` and the ``shard_indices`` collected into the folder so far."""
+    if cfg.num_shards == 1 or (old is not None and "num_shards" not in old):
+        return {}
+    if old is not None and old["num_shards"] != cfg.num_shards:
+        raise ValueError(
+            f"{out} holds shards of a {old['num_shards']}-way split, not of --num-shards {cfg.num_shards}; use "
+            "a new --out, or the original --num-shards"
+        )
+    done = set((old or {}).get("shard_indices", [])) | {cfg.shard_index}
+    return {"num_shards": cfg.num_shards, "shard_indices": sorted(done)}
+
+
+def merge_shards(shards: list[str | Path], out: str | Path) -> dict:
+    """Merge shard folders (``--num-shards K --shard-index i`` collections of one data set) into ``out``: copy
+    their episode files (atomically; a file already in ``out`` must hold the same bytes) and write the manifest
+    of the unsharded collection. Returns a summary with the episode indices still missing (the shards not yet
+    collected, or not finished: re-run those, or the unsharded command on ``out``).
+
+    Refused (ValueError naming the folder) when a shard has no manifest or the shards' settings differ."""
+    out = Path(out)
+    if not shards:
+        raise ValueError("--merge: name the shard folders to merge")
+    manifests = {}
+    for folder in map(Path, shards):
+        path = folder / MANIFEST
+        if not path.is_file():
+            raise ValueError(f"--merge {folder}: no {MANIFEST}; expected a folder written by python -m envs.collect")
+        manifests[folder] = json.loads(path.read_text())
+    first, ref = next(iter(manifests.items()))
+    for folder, m in manifests.items():
+        diff = [k for k in (*_SETTINGS, "episode_seed", "files") if m.get(k) != ref.get(k)]
+        if diff:
+            raise ValueError(f"--merge: {folder} and {first} hold different collections (they differ in {diff})")
+    lock = _open_folder(out)
+    try:
+        old = _check_manifest(out, ref)  # a folder that already holds another collection is refused
+        clean_stale_temps(out)
+        copied = kept = 0
+        for folder in manifests:
+            for src in sorted(folder.glob("ep_*.npz")):
+                dst = out / src.name
+                if dst.exists():
+                    if dst.read_bytes() != src.read_bytes():
+                        raise ValueError(f"--merge: {dst} exists and differs from {src}")
+                    kept += 1
+                    continue
+                episode_length(src)  # the header check of a finished episode
+                with open(src, "rb") as f, atomic_write(dst) as g:
+                    shutil.copyfileobj(f, g)
+                copied += 1
+        episodes = max([m.get("episodes", 0) for m in manifests.values()] + [(old or {}).get("episodes", 0)])
+        manifest = {k: ref[k] for k in ("format", *_SETTINGS, "episode_seed", "files")}
+        manifest.update(episodes=episodes, versions=ref.get("versions"), created=(old or ref).get("created"))
+        atomic_write_json(out / MANIFEST, manifest)
+        missing = [i for i in range(episodes) if not episode_path(out, i).is_file()]
+    finally:
+        lock.release()
+    return {"out": str(out), "copied": copied, "already_there": kept, "episodes": episodes, "missing": missing}
+
+
 def _done(out: Path, index: int) -> bool:
     """An episode counts as done when its final file exists and its header checks out."""
     path = episode_path(out, index)
@@ -370,20 +455,24 @@ def collect(cfg: CollectConfig, progress: bool = True) -> dict:
             "files": "ep_{index:05d}.npz",
             "versions": _versions(),
             "created": (old or {}).get("created", time.strftime("%Y-%m-%dT%H:%M:%S")),
+            **_shard_record(cfg, old, out),
         }
         atomic_write_json(out / MANIFEST, manifest)
-        todo = [i for i in range(cfg.episodes) if not _done(out, i)]
+        share = shard_indices(cfg.episodes, cfg.num_shards, cfg.shard_index)
+        todo = [i for i in share if not _done(out, i)]
         # 3. collect them
-        return _collect_missing(cfg, steps, out, todo, progress)
+        return _collect_missing(cfg, steps, out, todo, progress, requested=len(share))
     finally:
         lock.release()
 
 
-def _collect_missing(cfg: CollectConfig, steps: int, out: Path, todo: list[int], progress: bool) -> dict:
+def _collect_missing(
+    cfg: CollectConfig, steps: int, out: Path, todo: list[int], progress: bool, requested: int
+) -> dict:
     summary = {
         "out": str(out),
-        "requested": cfg.episodes,
-        "skipped": cfg.episodes - len(todo),
+        "requested": requested,
+        "skipped": requested - len(todo),
         "collected": 0,
         "steps": 0,
         "seconds": 0.0,
@@ -450,6 +539,18 @@ def main(argv: list[str] | None = None) -> int:
         description="Collect real Memory Maze episodes (one .npz per episode, official offline-dataset "
         "keys) with N worker processes. Re-running the same command resumes.",
     )
+    if args.merge:
+        try:
+            merged = merge_shards(list(args.merge), args.out)
+        except (ValueError, OSError, RunLockedError, EpisodeError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return EXIT_USAGE
+        missing = merged["missing"]
+        print(
+            f"{merged['out']}: {merged['copied']} episode files copied, {merged['already_there']} already there; "
+            + (f"{len(missing)} of {merged['episodes']} missing: {missing[:10]}" if missing else "complete")
+        )
+        return 0
     stop = "re-run the same command to resume (finished episodes are kept)"
     previous = signal.signal(signal.SIGTERM, _raise_stopped)
     try:

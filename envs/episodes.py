@@ -60,6 +60,7 @@ __all__ = [
     "EpisodeStore",
     "WindowSampler",
     "check_episode",
+    "derived_seed",
     "episode_length",
     "file_digest",
     "load_episode",
@@ -386,12 +387,37 @@ class EpisodeStore:
 
 
 # --- windows ------------------------------------------------------------------------------------------------
+def derived_seed(*keys: int) -> int:
+    """A 63-bit seed derived from integer ``keys`` (e.g. run seed, step, sample) with numpy's SeedSequence:
+    independent streams for different keys, the same for the same keys on every machine and process."""
+    if any(isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0 for k in keys):
+        raise ValueError(f"derived_seed takes integers >= 0, got {keys!r}")
+    # the key count first: SeedSequence pads with zeros, so (7, 1) and (7, 1, 0) would otherwise be one stream
+    entropy = [len(keys), *(int(k) for k in keys)]
+    return int(np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+
+def _check_share(batch: int, rank: int, world_size: int) -> None:
+    """ValueError unless ``batch`` windows split evenly into ``world_size`` shares and ``rank`` names one."""
+    if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
+        raise ValueError(f"world_size={world_size!r}: expected a number of processes >= 1")
+    if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank < world_size:
+        raise ValueError(f"rank={rank!r}: expected 0..{world_size - 1} (world_size={world_size})")
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1 or batch % world_size:
+        raise ValueError(
+            f"batch={batch!r}: the global batch must be a multiple of the {world_size} process(es) (each draws an "
+            f"equal share)"
+        )
+
+
 class WindowSampler:
     """Random fixed-length windows over episodes, uniform over every (episode, start) pair.
 
-    The one sampler of the project: training draws its latent windows with it (with a ``torch.Generator``, so a
-    resumed run draws exactly the batches an uninterrupted one would) and the dream env its real contexts (with
-    the env's ``np_random``). It only deals in indices; the caller slices its own arrays.
+    The one sampler of the project: training draws its latent windows with it (:meth:`step_batch`: each
+    process's share of a step's global batch, seeded by the run's seed and the step, so a resumed run and a run
+    on any number of processes draw exactly the batches an uninterrupted one-process run would) and the dream
+    env its real contexts (:meth:`sample`, with the env's ``np_random``). It only deals in indices; the caller
+    slices its own arrays.
 
     ``lengths`` are frame counts (T+1) per episode; ``names`` (e.g. file paths) only appear in error messages.
     """
@@ -418,9 +444,8 @@ class WindowSampler:
         """How many distinct windows of ``window`` frames there are."""
         return int(self._windows(window).sum())
 
-    def sample(self, window: int, n: int, rng: np.random.Generator | torch.Generator) -> list[tuple[int, int]]:
-        """``n`` random ``(episode index, start)`` pairs, each window ``start : start + window`` inside its
-        episode. ``rng`` is a numpy ``Generator`` or a ``torch.Generator``."""
+    def _usable(self, window: int) -> tuple[np.ndarray, int]:
+        """(valid starts per episode, their total); a ValueError naming the longest episode when there is none."""
         per_episode = self._windows(window)
         total = int(per_episode.sum())
         if total == 0:
@@ -430,6 +455,20 @@ class WindowSampler:
                 f"no episode has the {int(window)} frames a window needs (longest of "
                 f"{int(self.active.sum())} usable episode(s): {longest} frames)"
             )
+        return per_episode, total
+
+    @staticmethod
+    def _locate(per_episode: np.ndarray, flat: np.ndarray) -> list[tuple[int, int]]:
+        """Flat window indices -> (episode index, start) pairs."""
+        ends = np.cumsum(per_episode)
+        episode = np.searchsorted(ends, flat, side="right")
+        start = flat - (ends[episode] - per_episode[episode])
+        return [(int(e), int(s)) for e, s in zip(episode, start)]
+
+    def sample(self, window: int, n: int, rng: np.random.Generator | torch.Generator) -> list[tuple[int, int]]:
+        """``n`` random ``(episode index, start)`` pairs, each window ``start : start + window`` inside its
+        episode. ``rng`` is a numpy ``Generator`` or a ``torch.Generator``."""
+        per_episode, total = self._usable(window)
         # 1. a flat index over all windows, 2. the episode it falls in, 3. the start inside that episode
         if isinstance(rng, torch.Generator):
             flat = torch.randint(total, (int(n),), generator=rng).numpy()
@@ -437,10 +476,34 @@ class WindowSampler:
             flat = rng.integers(total, size=int(n))
         else:
             raise TypeError(f"rng must be a numpy Generator or a torch.Generator, got {type(rng).__name__}")
-        ends = np.cumsum(per_episode)
-        episode = np.searchsorted(ends, flat, side="right")
-        start = flat - (ends[episode] - per_episode[episode])
-        return [(int(e), int(s)) for e, s in zip(episode, start)]
+        return self._locate(per_episode, flat)
+
+    def step_batch(
+        self, window: int, batch: int, seed: int, step: int, rank: int = 0, world_size: int = 1
+    ) -> tuple[list[tuple[int, int]], range]:
+        """Process ``rank``'s share of the global batch of optimiser step ``step``: ``(pairs, ids)``, the
+        ``(episode index, start)`` pairs of global batch positions ``ids`` (a range of ``batch / world_size``).
+
+        The global batch is ``batch`` windows drawn from a generator seeded by ``derived_seed(seed, step)``, so it
+        depends on the seed and the step only: every process draws the same batch and keeps its share (a
+        resumed run, or a run on another number of processes, sees the same windows). No window appears twice
+        in a step while the data holds ``batch`` distinct windows (with fewer, every one appears before any
+        repeats). A ValueError when ``batch`` does not divide into ``world_size`` shares or ``rank`` is not one."""
+        _check_share(batch, rank, world_size)
+        per_episode, total = self._usable(window)
+        gen = torch.Generator().manual_seed(derived_seed(seed, step))
+        if total <= 2 * batch:  # few windows: permutations, cut (each window once before any repeats)
+            rounds = -(-batch // total)
+            flat = torch.cat([torch.randperm(total, generator=gen) for _ in range(rounds)])[:batch].numpy()
+        else:  # draw with replacement, then redraw the repeats (few when there are many windows)
+            picked: dict[int, None] = {}
+            while len(picked) < batch:
+                for f in torch.randint(total, (batch - len(picked),), generator=gen).tolist():
+                    picked.setdefault(f, None)
+            flat = np.fromiter(picked, dtype=np.int64, count=batch)
+        share = batch // world_size
+        ids = range(rank * share, (rank + 1) * share)
+        return self._locate(per_episode, flat[ids.start : ids.stop]), ids
 
     def drop(self, index: int) -> None:
         """Never sample episode ``index`` again (e.g. its file turned out bad when loaded)."""

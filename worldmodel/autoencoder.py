@@ -305,16 +305,23 @@ class Autoencoder(nn.Module):
         self.stats_ready.fill_(True)
 
     # -- training ------------------------------------------------------------------------------------
-    def loss(self, frames: torch.Tensor | np.ndarray) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(
+        self, frames: torch.Tensor | np.ndarray, noise: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         """VAE loss on a batch of frames: MSE in [0, 1] pixels + kl_weight * KL per latent element.
-        Samples the posterior in training mode, uses its mean in eval mode.
+        Samples the posterior in training mode (with ``noise`` (B, C, h, w) standard normal when given, else a
+        fresh draw from torch's generator), uses its mean in eval mode.
         Returns (loss, logs) with logs "ae/loss", "ae/recon", "ae/kl", "ae/psnr" (floats)."""
         x = self._to_input(frames)  # (B, 3, H, W) in [-1, 1]
         target = x * 0.5 + 0.5
         # 1. posterior q(z|x) = N(mean, exp(logvar))
         mean, logvar = self.encoder(x)
         # 2. reparameterised sample (posterior mean in eval mode)
-        z = mean + torch.randn_like(mean) * (0.5 * logvar).exp() if self.training else mean
+        if self.training:
+            eps = noise.to(mean) if noise is not None else torch.randn_like(mean)
+            z = mean + eps * (0.5 * logvar).exp()
+        else:
+            z = mean
         # 3. reconstruction and KL(q || N(0, I)), both averaged per element
         recon = self.decode_raw(z)
         rec = F.mse_loss(recon, target)

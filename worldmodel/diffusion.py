@@ -197,15 +197,17 @@ def diffusion_loss(
     eps: torch.Tensor,
     mask: torch.Tensor,
     cfg: DiffusionConfig | None = None,
+    total: float | None = None,
 ) -> torch.Tensor:
     """Weighted mean squared error of the prediction over the masked frames (``cfg`` default: v, unit weight).
 
-    pred, x0, eps (B, T, C, h, w); t, mask (B, T). The mean is over the masked frames (weights not normalised)."""
+    pred, x0, eps (B, T, C, h, w); t, mask (B, T). The mean is over the masked frames (weights not normalised);
+    ``total``: divide by that many frames instead (the masked frames of a whole batch this is one part of)."""
     cfg = cfg or DiffusionConfig()
     err = (pred - target(x0, t, eps, cfg.prediction)).pow(2).flatten(2).mean(-1)  # (B, T)
     err = err * loss_weight(t, cfg)
     m = mask.to(err.dtype)
-    return (err * m).sum() / m.sum().clamp_min(1.0)
+    return (err * m).sum() / (max(total, 1.0) if total is not None else m.sum().clamp_min(1.0))
 
 
 def ddim_timesteps(steps: int, device=None) -> torch.Tensor:

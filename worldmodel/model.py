@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -124,6 +124,38 @@ def world_model_config(preset: str, variant: str = "hybrid", **overrides) -> Wor
 ENCODE_BATCH = 256  # frames through the autoencoder at once: bounds its activation memory on long episodes
 
 
+@dataclass(frozen=True)
+class LossNoise:
+    """The random draws of one Diffusion Forcing loss (:meth:`WorldModel.draw_loss_noise`), drawn apart from the
+    loss so that a batch's draws can be made per window and the batch split across processes and micro-batches
+    without changing them."""
+
+    tau: torch.Tensor
+    """(B, T) noise level of each frame (0 on a clean prefix)."""
+    mask: torch.Tensor
+    """(B, T) bool: the frames the diffusion loss covers (those after the clean prefix)."""
+    drop: torch.Tensor | None
+    """(B, T) bool: the frames whose action is dropped to the null action (None without action dropout)."""
+    eps: torch.Tensor
+    """(B, T, C, h, w) the Gaussian noise added to the latents."""
+
+    def __getitem__(self, index: slice) -> LossNoise:
+        """The draws of windows ``index`` (a slice of the batch)."""
+        drop = self.drop[index] if self.drop is not None else None
+        return LossNoise(tau=self.tau[index], mask=self.mask[index], drop=drop, eps=self.eps[index])
+
+    @staticmethod
+    def cat(parts: Sequence[LossNoise]) -> LossNoise:
+        """The draws of several batches as one batch (in order)."""
+        drop = torch.cat([p.drop for p in parts]) if parts[0].drop is not None else None
+        return LossNoise(
+            tau=torch.cat([p.tau for p in parts]),
+            mask=torch.cat([p.mask for p in parts]),
+            drop=drop,
+            eps=torch.cat([p.eps for p in parts]),
+        )
+
+
 @dataclass
 class DreamState:
     """What a running batch of dreams carries between frames: bounded in size whatever the rollout length
@@ -186,28 +218,36 @@ class WorldModel(nn.Module):
         actions: torch.Tensor,
         rewards: torch.Tensor,
         generator: torch.Generator | None = None,
+        noise: LossNoise | None = None,
+        totals: tuple[float, float] | None = None,
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """Diffusion Forcing loss on latent windows + the reward head's loss.
 
         z (B, T, C, h, w) clean latents, actions (B, T) int64, rewards (B, T) float. Returns (loss, logs).
-        """
+        The random draws (noise levels, clean prefixes, action dropout, noise) come from ``generator``, or are
+        ``noise`` (:meth:`draw_loss_noise`) when given. ``totals``: the loss is one part of a larger batch's,
+        (noised frames, reward-scored frames) of that whole batch (:meth:`loss_totals`): both means are then
+        divided by those totals, so the parts' losses (and gradients) add up to the whole batch's."""
         cfg = self.config
         b, t = z.shape[:2]
         # 1. per-frame noise levels with the long-context clean prefix; loss mask = noised frames
-        tau, mask = sample_noise_levels(b, t, cfg.diffusion, generator=generator, device=z.device)
-        actions = self.drop_actions(actions, generator)
+        if noise is None:
+            noise = self.draw_loss_noise(b, t, generator, device=z.device)
+        tau, mask = noise.tau.to(z.device), noise.mask.to(z.device)
+        actions = self._apply_action_drop(actions, noise.drop)
         # 2. noise the latents and predict v
-        eps = torch.randn(z.shape, generator=generator).to(z)
+        eps = noise.eps.to(z)
         x_t = add_noise(z, tau, eps)
         pred, feats = self.backbone(x_t, actions, tau)
-        loss_diff = diffusion_loss(pred, z, tau, eps, mask, cfg.diffusion)
+        loss_diff = diffusion_loss(pred, z, tau, eps, mask, cfg.diffusion, total=totals[0] if totals else None)
         # 3. reward head on the per-frame features of the frames seen at low noise
         logits = self.reward_head(feats).squeeze(-1)  # (B, T)
         target = (rewards > 0).to(logits.dtype)
         rmask = (tau <= cfg.reward_max_noise).to(logits.dtype)
         pos_w = torch.full((), cfg.reward_pos_weight, device=z.device)
         bce = F.binary_cross_entropy_with_logits(logits, target, pos_weight=pos_w, reduction="none")
-        loss_rew = (bce * rmask).sum() / rmask.sum().clamp_min(1.0)
+        reward_total = max(totals[1], 1.0) if totals else rmask.sum().clamp_min(1.0)
+        loss_rew = (bce * rmask).sum() / reward_total
         loss = loss_diff + cfg.reward_weight * loss_rew
         logs = {
             "wm/loss": loss.item(),
@@ -217,6 +257,23 @@ class WorldModel(nn.Module):
         }
         return loss, logs
 
+    def draw_loss_noise(
+        self, batch: int, frames: int, generator: torch.Generator | None = None, device: torch.device | str = "cpu"
+    ) -> LossNoise:
+        """The random draws of :meth:`loss` for ``batch`` windows of ``frames`` frames, from ``generator`` on the
+        CPU in a fixed order: noise levels and clean prefixes, action dropout, then the noise itself."""
+        tau, mask = sample_noise_levels(batch, frames, self.config.diffusion, generator=generator, device=device)
+        p = self.config.action_dropout
+        drop = torch.rand(batch, frames, generator=generator) < p if p > 0 else None  # (B, T) bool
+        eps = torch.randn((batch, frames, *self.config.autoencoder_latent_shape), generator=generator)
+        return LossNoise(tau=tau, mask=mask, drop=drop, eps=eps)
+
+    def loss_totals(self, noise: LossNoise) -> torch.Tensor:
+        """(noised frames, reward-scored frames) of ``noise``'s windows as a float64 tensor (2,): what
+        :meth:`loss`'s ``totals`` takes once summed over every part of a batch."""
+        scored = (noise.tau <= self.config.reward_max_noise).sum()
+        return torch.stack([noise.mask.sum(), scored]).double()
+
     def drop_actions(self, actions: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Action dropout: each frame's action replaced by the null action with probability ``action_dropout``.
 
@@ -225,7 +282,13 @@ class WorldModel(nn.Module):
         p = self.config.action_dropout
         if p <= 0:
             return actions
-        drop = (torch.rand(actions.shape, generator=generator) < p).to(actions.device)  # (B, T) bool
+        return self._apply_action_drop(actions, torch.rand(actions.shape, generator=generator) < p)
+
+    def _apply_action_drop(self, actions: torch.Tensor, drop: torch.Tensor | None) -> torch.Tensor:
+        """actions (B, T) with the frames where ``drop`` (B, T) bool is True set to the null action."""
+        if drop is None:
+            return actions
+        drop = drop.to(actions.device)
         return torch.where(drop, torch.full_like(actions, self.config.num_actions), actions)
 
     def reward_events(self, feats: torch.Tensor) -> torch.Tensor:

@@ -3,12 +3,22 @@
     python -m worldmodel.train --preset cpu --episodes data/episodes/mm9 --run-dir runs/demo
     python -m worldmodel.train --preset cpu --episodes data/episodes/mm9 --run-dir runs/demo --resume
     python -m worldmodel.train --help          (every option, its meaning and the cpu preset's value)
+    torchrun --nproc_per_node=2 -m worldmodel.train --preset cpu ...   (DistributedDataParallel, 2 processes)
+
+One process or many (``torchrun``: worldmodel/distributed.py) follow the same optimisation: ``--batch-size`` is
+the global batch (windows per optimiser step, summed over processes and micro-batches), each process takes an
+equal share of it, ``micro_batch`` windows at a time (gradient accumulation); the windows of a step and each
+window's noise are drawn from seeds derived from (seed, step, position in the global batch), so neither the
+number of processes nor the micro-batch changes what is learned, and a checkpoint written by N processes
+resumes on M. Only rank 0 writes files (checkpoint, config, split, TensorBoard, evaluation, strip) and holds
+the lock; it evaluates while the others wait.
 
 Run folder layout:
     RUN_DIR/config.json            resolved TrainConfig + WorldModelConfig
     RUN_DIR/split.json             the training / held-out episode files and their sha256 (kept on --resume)
     RUN_DIR/autoencoder.pt         stage 1 (trained here when missing)
-    RUN_DIR/checkpoint.pt          latest stage-2 checkpoint (weights, optimizer, EMA, RNG, step, config)
+    RUN_DIR/checkpoint.pt          latest stage-2 checkpoint (weights, optimizer, EMA, RNG, step, config; the
+                                   unwrapped model's state, whatever the number of processes)
     RUN_DIR/eval.json              held-out open-loop PSNR/SSIM vs copying the last context frame, reward P/R
     RUN_DIR/strip.png              real | dream | error on held-out episodes
     RUN_DIR/tb/                    TensorBoard (losses, lr, frames/s, image strips)
@@ -23,6 +33,7 @@ import contextlib
 import copy
 import dataclasses
 import json
+import math
 import sys
 import time
 import warnings
@@ -36,14 +47,14 @@ import torch
 import tyro
 from tqdm import tqdm
 
-from envs.episodes import EpisodeStore, WindowSampler, load_episode
+from envs.episodes import EpisodeStore, WindowSampler, derived_seed, load_episode
 from envs.fileio import RunLockedError
 
-from . import presets
+from . import distributed, presets
 from .backbone import VARIANTS, Variant
 from .config import check_config, config_from_dict, config_to_dict
 from .evaluate import evaluate, reward_precision_recall
-from .model import WorldModel, WorldModelConfig, check_model_config, world_model_config
+from .model import LossNoise, WorldModel, WorldModelConfig, check_model_config, world_model_config
 from .run_folder import RunSplit, check_frame_shapes, open_run_folder, plan_split, write_split
 from .train_autoencoder import load_autoencoder, train_autoencoder
 from .utils import (
@@ -75,7 +86,12 @@ class TrainConfig:
     steps: int
     """Diffusion-forcing optimiser steps of the whole run (also when resuming)."""
     batch_size: int
-    """Windows per optimiser step."""
+    """Windows per optimiser step: the global batch, split equally among the processes (torchrun) and, in each,
+    into micro-batches of micro_batch windows (gradient accumulation); one config learns the same on any number
+    of processes."""
+    micro_batch: int | None = None
+    """Windows per forward/backward pass of one process (None: its whole share of batch_size at once); it must
+    divide batch_size / processes. Saves memory, changes nothing learned."""
     curriculum: tuple[tuple[float, int], ...]
     """Sequence-length curriculum: (fraction of training at which a stage starts, window in frames) pairs,
     the first starting at 0.0."""
@@ -93,7 +109,9 @@ class TrainConfig:
     ae_steps: int
     """Autoencoder (stage 1) optimiser steps, when the run has no trained autoencoder yet."""
     ae_batch_size: int
-    """Autoencoder (stage 1) frames per optimiser step."""
+    """Autoencoder (stage 1) frames per optimiser step (the global batch, as batch_size)."""
+    ae_micro_batch: int | None = None
+    """Autoencoder (stage 1) frames per forward/backward pass of one process (None: its whole share)."""
     test_fraction: float = 0.1
     """Fraction of the episodes held out for evaluation (split by episode, recorded in RUN_DIR/split.json)."""
     eval_every: int
@@ -136,6 +154,10 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 bad(name, "an integer >= 1")
+        for name in ("micro_batch", "ae_micro_batch"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                bad(name, "an integer >= 1 (or None: no gradient accumulation)")
         if isinstance(self.warmup, bool) or not isinstance(self.warmup, int) or self.warmup < 0:
             bad("warmup", "an integer >= 0")
         if not 0.0 < self.lr < float("inf"):
@@ -191,7 +213,17 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {name: train_config(name) for name in pr
 
 # Fields that may differ on --resume: they change what is logged, checked or how fast it runs, not what is
 # learned (`steps` may differ too, with a warning: the schedule then follows the new length).
-RESUME_FREE_FIELDS = ("precision", "compile", "eval_every", "ckpt_every", "eval_context", "eval_horizon", "eval_batch")
+RESUME_FREE_FIELDS = (
+    "precision",
+    "compile",
+    "eval_every",
+    "ckpt_every",
+    "eval_context",
+    "eval_horizon",
+    "eval_batch",
+    "micro_batch",
+    "ae_micro_batch",
+)
 
 
 # ---------------------------------------------------------------------- data
@@ -200,8 +232,9 @@ RESUME_FREE_FIELDS = ("precision", "compile", "eval_every", "ckpt_every", "eval_
 class LatentEpisodes:
     """Episodes encoded once to latents and kept in memory with their actions and rewards.
 
-    Training windows are drawn by ``envs.episodes.WindowSampler`` (uniform over every (episode, start) pair)
-    with a torch.Generator, so a resumed run draws exactly the batches an uninterrupted one would. Episodes
+    Training windows are drawn by ``envs.episodes.WindowSampler`` (uniform over every (episode, start) pair;
+    :meth:`step_batch`: a process's share of a step's global batch, from seeds derived from the run's seed and
+    the step, so a resumed run, or one on another number of processes, draws exactly the same batches). Episodes
     shorter than ``min_frames`` are left out; ``keep_frames`` also keeps the uint8 frames (evaluation needs
     them). A file whose frames are not the model's size is a ValueError naming it."""
 
@@ -246,7 +279,17 @@ class LatentEpisodes:
 
     def sample(self, batch: int, window: int, gen: torch.Generator):
         """(z (B, T, C, h, w), actions (B, T), rewards (B, T)): ``batch`` random windows of ``window`` frames."""
-        picks = self.sampler.sample(window, batch, gen)  # B x (episode, start)
+        return self._gather(self.sampler.sample(window, batch, gen), window)  # B x (episode, start)
+
+    def step_batch(self, batch: int, window: int, seed: int, step: int, rank: int = 0, world_size: int = 1):
+        """Process ``rank``'s share of optimiser step ``step``'s global batch of ``batch`` windows
+        (``WindowSampler.step_batch``): (z (b, T, C, h, w), actions (b, T), rewards (b, T), ids), b = batch /
+        world_size, ``ids`` their positions in the global batch."""
+        picks, ids = self.sampler.step_batch(window, batch, seed, step, rank, world_size)
+        return (*self._gather(picks, window), ids)
+
+    def _gather(self, picks: Sequence[tuple[int, int]], window: int):
+        """The windows ``picks`` ((episode, start) pairs) of ``window`` frames as stacked (z, actions, rewards)."""
         z = torch.stack([self.z[e][s : s + window] for e, s in picks])
         a = torch.stack([self.actions[e][s : s + window] for e, s in picks])
         r = torch.stack([self.rewards[e][s : s + window] for e, s in picks])
@@ -277,6 +320,70 @@ def _ema_update(ema: dict, model: torch.nn.Module, decay: float) -> None:
                 ema[k].mul_(decay).add_(v.detach(), alpha=1 - decay)
             else:
                 ema[k].copy_(v)
+
+
+NOISE_STREAM = 1
+"""The loss's draws for window i of step s come from ``derived_seed(seed, s, NOISE_STREAM, i)`` (the windows
+themselves from ``derived_seed(seed, s)``: WindowSampler.step_batch)."""
+
+
+def step_noise(model: WorldModel, window: int, seed: int, step: int, ids: Sequence[int]) -> LossNoise:
+    """The loss's random draws for the windows at global batch positions ``ids`` of step ``step``: each from its
+    own generator, seeded by (seed, step, position), so a window's draws do not depend on the process or the
+    micro-batch it lands in."""
+    draws = []
+    for i in ids:
+        gen = torch.Generator().manual_seed(derived_seed(seed, step, NOISE_STREAM, i))
+        draws.append(model.draw_loss_noise(1, window, gen))
+    return LossNoise.cat(draws)
+
+
+def accumulate_gradients(
+    loss_fn,
+    model: WorldModel,
+    data: LatentEpisodes,
+    cfg: TrainConfig,
+    step: int,
+    micro: int,
+    dev: torch.device,
+    autocast=contextlib.nullcontext,
+) -> dict[str, float]:
+    """Forward and backward of this process's share of step ``step``'s global batch, ``micro`` windows at a time
+    (``loss_fn``: ``model.loss``, or it wrapped by DistributedDataParallel: distributed.wrap). The gradients left
+    in the parameters are those of the whole global batch's loss, on every process; returns that loss's logs.
+
+    1. the share (windows and their draws, from seeds of (seed, step, position): the same whatever the split);
+    2. the global totals the loss's means divide by (noised frames, reward-scored frames), summed over processes;
+    3. per micro-batch, its part of the global loss; backward of that part times the number of processes (DDP
+       averages the gradients over processes, the parts add up), DDP's gradient sync after the last one only;
+    4. the logs summed over micro-batches and processes."""
+    ctx = distributed.current()
+    window = cfg.window_at(step)
+    # 1. this process's windows and draws
+    z, a, r, ids = data.step_batch(cfg.batch_size, window, cfg.seed, step, ctx.rank, ctx.world_size)
+    noise = step_noise(model, window, cfg.seed, step, ids)
+    # 2. the whole batch's totals
+    totals = distributed.all_reduce_sum(model.loss_totals(noise).to(dev)).tolist()
+    # 3. the micro-batches
+    sums = torch.zeros(3, dtype=torch.float64)
+    starts = range(0, len(ids), micro)
+    for k, i in enumerate(starts):
+        part = slice(i, i + micro)
+        with distributed.micro_batch_context(loss_fn, last=k == len(starts) - 1):
+            with autocast():
+                loss, logs = loss_fn(
+                    z[part].to(dev), a[part].to(dev), r[part].to(dev), noise=noise[part], totals=tuple(totals)
+                )
+            (loss * ctx.world_size).backward()
+        sums += torch.tensor([loss.item(), logs["wm/diffusion"], logs["wm/reward_bce"]], dtype=torch.float64)
+    # 4. the logs of the whole batch
+    sums = distributed.all_reduce_sum(sums.to(dev)).tolist()
+    return {
+        "wm/loss": sums[0],
+        "wm/diffusion": sums[1],
+        "wm/reward_bce": sums[2],
+        "wm/noised_frac": totals[0] / (cfg.batch_size * window),
+    }
 
 
 class NonFiniteLossError(RuntimeError):
@@ -313,17 +420,16 @@ def _check_resumable(stored: TrainConfig, cfg: TrainConfig, path: Path) -> None:
         warnings.warn(
             f"resuming with steps={cfg.steps} (checkpoint planned {stored.steps}): the learning-"
             "rate schedule and curriculum follow the new length, so this is not an exact resume",
-            stacklevel=3,
+            stacklevel=5,  # the caller of train() (through train's prepare and distributed.from_main)
         )
 
 
-def _restore_rng(ckpt: dict, gen: torch.Generator) -> None:
-    """Restore the batch/noise generator and the global RNGs saved in a checkpoint."""
-    if "generator" in ckpt:
-        gen.set_state(ckpt["generator"])
+def _restore_rng(ckpt: dict) -> None:
+    """Restore the global RNGs saved in a checkpoint (the batches and their noise need no state: their seeds
+    derive from the run's seed and the step)."""
+    if "python" in ckpt["rng"]:
         set_rng_state(ckpt["rng"])
     else:  # checkpoints written before the global RNGs were captured with get_rng_state
-        gen.set_state(ckpt["rng"]["generator"])
         torch.set_rng_state(ckpt["rng"]["torch"])
 
 
@@ -332,7 +438,7 @@ def train(
     episodes: str | Path,
     run_dir: str | Path,
     resume: bool = False,
-    device: str = "auto",
+    device: str | torch.device = "auto",
     model_cfg: WorldModelConfig | None = None,
     progress: bool = True,
     stop_after: int | None = None,
@@ -349,31 +455,63 @@ def train(
     RUN_DIR/checkpoint.pt exactly; without it an existing checkpoint is refused. ``stop_after`` ends this
     invocation after that many steps (checkpoint written, schedule unchanged), as an interruption would.
 
+    Under a process group (torchrun; see worldmodel/distributed.py) every process calls this with its own
+    ``device``: they train one model with DistributedDataParallel, rank 0 alone checks the run folder, holds its
+    lock, writes and evaluates, and the others return the same model with ``{"steps": N}``.
+
     Every argument, the checkpoint to resume and the episode files (split, frame size, length) are checked
     before any work; then the run folder is locked for the whole run (a second job on it raises
     ``envs.fileio.RunLockedError``), stale temp files are removed and the split is recorded (run_folder.py).
     Refusals are ValueError / FileExistsError / FileNotFoundError with a message; a non-finite loss raises
     NonFiniteLossError."""
-    # 0. arguments (the configs checked themselves when built)
+    # 0. arguments (the configs checked themselves when built), and the global batches among the processes
     if stop_after is not None and (isinstance(stop_after, bool) or not isinstance(stop_after, int) or stop_after < 1):
         raise ValueError(f"stop_after={stop_after!r}: expected a number of steps >= 1 (or None for the whole run)")
     run_dir = Path(run_dir)
     dev = resolve_device(device)
     model_cfg = model_cfg or world_model_config(cfg.preset, cfg.variant)
-    if run_dir.exists() and not run_dir.is_dir():
-        raise ValueError(f"run folder {run_dir} is a file, not a folder")
+    world = distributed.current().world_size
+    distributed.accumulation(cfg.batch_size, cfg.micro_batch, world, "batch_size")
+    distributed.accumulation(cfg.ae_batch_size, cfg.ae_micro_batch, world, "ae_batch_size")
     ckpt_path = run_dir / "checkpoint.pt"
-    if ckpt_path.exists() and not resume:
-        raise FileExistsError(f"{ckpt_path} exists: pass --resume to continue it, or choose a new --run-dir")
-    if resume and not ckpt_path.exists():
-        raise FileNotFoundError(f"--resume: no checkpoint at {ckpt_path}")
-    ckpt = None
-    if resume:
-        ckpt = _read_checkpoint(ckpt_path)
-        check_model_config(model_cfg, ckpt["config"]["model"], ckpt_path)
-        _check_resumable(config_from_dict(TrainConfig, ckpt["config"]["train"], ckpt_path), cfg, ckpt_path)
+    held: dict = {}  # what rank 0's preparation keeps for itself: the run folder's lock, the checkpoint read
 
-    # 1. episodes: the run's split (drawn at its first start, recorded, kept after), checked before any work
+    def prepare() -> tuple[RunSplit, list[Path]]:
+        """1.-2. (rank 0) the checks on files, then the run folder locked and the split recorded."""
+        if run_dir.exists() and not run_dir.is_dir():
+            raise ValueError(f"run folder {run_dir} is a file, not a folder")
+        if ckpt_path.exists() and not resume:
+            raise FileExistsError(f"{ckpt_path} exists: pass --resume to continue it, or choose a new --run-dir")
+        if resume and not ckpt_path.exists():
+            raise FileNotFoundError(f"--resume: no checkpoint at {ckpt_path}")
+        if resume:
+            held["ckpt"] = ckpt = _read_checkpoint(ckpt_path)
+            check_model_config(model_cfg, ckpt["config"]["model"], ckpt_path)
+            _check_resumable(config_from_dict(TrainConfig, ckpt["config"]["train"], ckpt_path), cfg, ckpt_path)
+        split, eval_paths = _plan_episodes(cfg, model_cfg, episodes, run_dir, heldout)
+        # 2. the run folder, locked for the whole run
+        held["lock"] = open_run_folder(run_dir, what="training")
+        write_split(run_dir, split)
+        return split, eval_paths
+
+    try:
+        split, eval_paths = distributed.from_main(prepare)
+        ckpt = held.get("ckpt") or (_read_checkpoint(ckpt_path) if resume else None)
+        return _fit(cfg, model_cfg, run_dir, dev, split, ckpt, stop_after, progress, eval_paths)
+    finally:
+        if "lock" in held:
+            held["lock"].release()
+
+
+def _plan_episodes(
+    cfg: TrainConfig,
+    model_cfg: WorldModelConfig,
+    episodes: str | Path,
+    run_dir: Path,
+    heldout: str | Path | None,
+) -> tuple[RunSplit, list[Path]]:
+    """1. the run's split (drawn at its first start, recorded, kept after) and the evaluation episodes, checked
+    before any work (frame size, windows long enough)."""
     need = cfg.max_window
     try:
         store = EpisodeStore(episodes)
@@ -397,14 +535,7 @@ def train(
             f"{episodes}: training windows need episodes of at least {need} frames; "
             f"the longest of {len(split.train)} training episode(s) has {longest}"
         )
-
-    # 2. the run folder, locked for the whole run
-    lock = open_run_folder(run_dir, what="training")
-    try:
-        write_split(run_dir, split)
-        return _fit(cfg, model_cfg, run_dir, dev, split, ckpt, stop_after, progress, eval_paths)
-    finally:
-        lock.release()
+    return split, eval_paths
 
 
 def _fit(
@@ -419,12 +550,14 @@ def _fit(
     eval_paths: list[Path],
 ) -> tuple[WorldModel, dict]:
     """The stages of :func:`train` once everything is checked and the run folder is locked."""
+    ctx = distributed.current()
+    main = ctx.is_main
     ckpt_path = run_dir / "checkpoint.pt"
     train_paths, test_paths = split.train, split.test
 
     # 3. stage 1: the autoencoder (trained here when the run has none)
     ae_path = run_dir / "autoencoder.pt"
-    finished = ae_path.exists() and bool(load_autoencoder(ae_path, allow_unfinished=True).stats_ready)
+    found, finished = distributed.from_main(_autoencoder_state, ae_path)
     if finished:
         autoencoder = load_autoencoder(ae_path, device=dev)
     else:  # none yet, or interrupted mid-way: train (or continue) it; this job already holds the lock
@@ -435,10 +568,11 @@ def _fit(
             run_dir,
             steps=cfg.ae_steps,
             batch_size=cfg.ae_batch_size,
+            micro_batch=cfg.ae_micro_batch,
             device=dev,
             seed=cfg.seed,
             log=progress,
-            resume=ae_path.exists(),
+            resume=found,
             lock=False,
         )
     check_config(model_cfg.autoencoder, config_to_dict(autoencoder.config), what=f"autoencoder {ae_path}")
@@ -452,22 +586,24 @@ def _fit(
     trainable = [p for n, p in model.named_parameters() if not n.startswith("autoencoder.")]
     opt = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
     ema = copy.deepcopy(model.state_dict())
-    gen = torch.Generator().manual_seed(cfg.seed)  # batches and noise: saved, so a resume draws the same ones
     step = 0
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         ema = {k: v.to(dev) for k, v in ckpt["ema"].items()}
-        _restore_rng(ckpt, gen)
+        _restore_rng(ckpt)
         step = int(ckpt["step"])
-    atomic_write_json(run_dir / "config.json", {"train": config_to_dict(cfg), "model": config_to_dict(model_cfg)})
+    if main:
+        atomic_write_json(run_dir / "config.json", {"train": config_to_dict(cfg), "model": config_to_dict(model_cfg)})
     model.autoencoder.eval()
     train_data = LatentEpisodes(
-        model, train_paths, min_frames=cfg.curriculum[0][1], desc="encoding train", progress=progress
+        model, train_paths, min_frames=cfg.curriculum[0][1], desc="encoding train", progress=progress and main
     )
-    test_data = LatentEpisodes(
-        model, eval_paths, min_frames=2, desc="encoding held-out", progress=progress, keep_frames=True
-    )
+    test_data = None  # only rank 0 evaluates
+    if main:
+        test_data = LatentEpisodes(
+            model, eval_paths, min_frames=2, desc="encoding held-out", progress=progress, keep_frames=True
+        )
 
     def save(step_now: int) -> None:
         atomic_torch_save(
@@ -475,20 +611,20 @@ def _fit(
                 "model": model.state_dict(),
                 "ema": ema,
                 "optimizer": opt.state_dict(),
-                "generator": gen.get_state(),
                 "rng": get_rng_state(),
-                "step": step_now,
+                "step": step_now,  # the batches and their noise follow from (seed, step): the sampler's position
+                "world_size": ctx.world_size,  # of the run that wrote it (any number of processes resumes it)
                 "config": {"train": config_to_dict(cfg), "model": config_to_dict(model_cfg)},
             },
             ckpt_path,
         )
 
     writer = None
-    if progress:
+    if progress and main:
         from torch.utils.tensorboard import SummaryWriter  # heavy, and only for logging
 
         writer = SummaryWriter(str(run_dir / "tb"))
-    bar = tqdm(total=cfg.steps, initial=step, desc="diffusion forcing", unit="it", disable=not progress)
+    bar = tqdm(total=cfg.steps, initial=step, desc="diffusion forcing", unit="it", disable=not (progress and main))
     history: list[dict] = []
     t_last, frames_since = time.perf_counter(), 0
     model.backbone.train()
@@ -499,25 +635,24 @@ def _fit(
 
     if cfg.compile:
         model.backbone.compile()
+    loss_fn = distributed.wrap(model, dev)  # model.loss, or it through DistributedDataParallel
+    micro, _ = distributed.accumulation(cfg.batch_size, cfg.micro_batch, ctx.world_size, "batch_size")
 
     # 5. the training loop: Diffusion Forcing on latent windows, the curriculum's window length at each step
     end = cfg.steps if stop_after is None else min(cfg.steps, step + stop_after)
     loop_start = time.perf_counter()
     while step < end:
         window = cfg.window_at(step)
-        z, a, r = train_data.sample(cfg.batch_size, window, gen)  # (B, T, C, h, w), (B, T), (B, T)
         for g in opt.param_groups:
             g["lr"] = warmup_cosine_lr(step, cfg.steps, cfg.lr, cfg.warmup)
-        with autocast():
-            loss, logs = model.loss(z.to(dev), a.to(dev), r.to(dev), generator=gen)
-        if not torch.isfinite(loss):
+        opt.zero_grad(set_to_none=True)
+        logs = accumulate_gradients(loss_fn, model, train_data, cfg, step, micro, dev, autocast)
+        if not math.isfinite(logs["wm/loss"]):
             bar.close()
             raise NonFiniteLossError(
-                f"non-finite loss ({loss.item()}) at step {step}: stopped; the last good checkpoint "
+                f"non-finite loss ({logs['wm/loss']}) at step {step}: stopped; the last good checkpoint "
                 f"{ckpt_path} (step {_ckpt_step(ckpt_path)}) was kept. Try a lower --lr."
             )
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
         gnorm = torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
         if not torch.isfinite(gnorm):
             bar.close()
@@ -528,7 +663,7 @@ def _fit(
         opt.step()
         step += 1
         _ema_update(ema, model, ema_decay_at(step, cfg.ema_decay))
-        frames_since += z.shape[0] * z.shape[1]
+        frames_since += cfg.batch_size * window
         logs.update({"wm/lr": opt.param_groups[0]["lr"], "wm/grad_norm": float(gnorm), "wm/window": window})
         history.append({"step": step, **logs})
         bar.update(1)
@@ -539,7 +674,7 @@ def _fit(
             t_last, frames_since = now, 0
             for k, v in logs.items():
                 writer.add_scalar(k, v, step)
-        if step % cfg.ckpt_every == 0 or step == end:
+        if main and (step % cfg.ckpt_every == 0 or step == end):
             save(step)
         if writer is not None and step % cfg.eval_every == 0 and step < cfg.steps:
             res = _eval_ema(model, ema, test_data, cfg)
@@ -547,25 +682,35 @@ def _fit(
     bar.close()
     loop_seconds = time.perf_counter() - loop_start  # this invocation's training, without the final evaluation
 
-    # 6. final evaluation with the EMA weights (reward events also on the training episodes: held-out
+    # 6. final evaluation with the EMA weights, on rank 0 (reward events also on the training episodes: held-out
     #    episodes hold few of them, and the gap shows memorisation)
     model.load_state_dict(ema)  # the returned model carries the EMA weights
     model.eval()
-    res = evaluate(model, test_data, cfg.eval_context, cfg.eval_horizon, cfg.eval_batch)
-    train_pr = reward_precision_recall(model, train_data)
-    res.update({k.replace("reward_", "reward_train_"): v for k, v in train_pr.items()})
-    strip = res.pop("strip", None)
-    if strip is not None:
-        save_png(run_dir / "strip.png", strip, scale=2)
-    if writer is not None:
-        _log_eval(writer, {**res, "strip": strip}, step)
-        writer.close()
-    res["steps"] = step
-    res["eval_episodes"] = [str(p) for p in eval_paths]
-    res["train_seconds"] = loop_seconds
-    res["history_tail"] = history[-5:]
-    atomic_write_json(run_dir / "eval.json", res)
+    res: dict = {"steps": step}
+    if main:
+        res = evaluate(model, test_data, cfg.eval_context, cfg.eval_horizon, cfg.eval_batch)
+        train_pr = reward_precision_recall(model, train_data)
+        res.update({k.replace("reward_", "reward_train_"): v for k, v in train_pr.items()})
+        strip = res.pop("strip", None)
+        if strip is not None:
+            save_png(run_dir / "strip.png", strip, scale=2)
+        if writer is not None:
+            _log_eval(writer, {**res, "strip": strip}, step)
+            writer.close()
+        res["steps"] = step
+        res["eval_episodes"] = [str(p) for p in eval_paths]
+        res["train_seconds"] = loop_seconds
+        res["processes"] = ctx.world_size
+        res["history_tail"] = history[-5:]
+        atomic_write_json(run_dir / "eval.json", res)
+    distributed.barrier()  # every process returns once the run's files are written
     return model, res
+
+
+def _autoencoder_state(path: Path) -> tuple[bool, bool]:
+    """(the run has an autoencoder.pt, it is finished: its latent statistics are set)."""
+    found = path.exists()
+    return found, found and bool(load_autoencoder(path, allow_unfinished=True).stats_ready)
 
 
 def _ckpt_step(path: Path):
@@ -604,7 +749,8 @@ class TrainJob:
     """Train the long-context hybrid world model with Diffusion Forcing on a folder of episode files (stage 1,
     the latent autoencoder, is trained first when RUN_DIR has none). Options not given on the command line
     take the values of --preset; the defaults shown are those of the preset named on the command line (cpu
-    when none: try `--preset tiny --help`)."""
+    when none: try `--preset tiny --help`). Started by `torchrun --nproc_per_node=N -m worldmodel.train ...` it
+    trains on N processes (DistributedDataParallel; --batch-size stays the global batch)."""
 
     episodes: Path
     """Folder of episode .npz files (ours or official Memory Maze ones)."""
@@ -642,24 +788,27 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainJob:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m worldmodel.train``: train, then print the held-out summary. Exit status 2 with a message (no
-    traceback) for a refused argument, episode folder, run folder or checkpoint."""
+    """``python -m worldmodel.train``: train, then print the held-out summary (rank 0 under torchrun). Exit status 2
+    with a message (no traceback) for a refused argument, episode folder, run folder or checkpoint."""
     job = parse_args(argv)
     if job.threads is not None:
         torch.set_num_threads(job.threads)
-    try:
-        _, res = train(
-            job.config,
-            job.episodes,
-            job.run_dir,
-            resume=job.resume,
-            device=job.device,
-            stop_after=job.stop_after,
-            heldout=job.heldout,
-        )
-    except (ValueError, OSError, RunLockedError, NonFiniteLossError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    with distributed.session(job.device) as (ctx, dev):  # under torchrun: the process group; else nothing
+        try:
+            _, res = train(
+                job.config,
+                job.episodes,
+                job.run_dir,
+                resume=job.resume,
+                device=dev,
+                stop_after=job.stop_after,
+                heldout=job.heldout,
+            )
+        except (ValueError, OSError, RunLockedError, NonFiniteLossError) as e:
+            print(f"error{f' (rank {ctx.rank})' if ctx.distributed else ''}: {e}", file=sys.stderr)
+            return 2
+    if not ctx.is_main:
+        return 0
     summary = {
         k: res[k]
         for k in (

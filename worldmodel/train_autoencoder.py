@@ -3,12 +3,17 @@
     python -m worldmodel.train_autoencoder --preset cpu --episodes data/episodes/mm9 --out runs/ae
     python -m worldmodel.train_autoencoder --preset cpu --episodes data/episodes/mm9 --out runs/ae --resume
     python -m worldmodel.train_autoencoder --help   (every option, its meaning and the cpu preset's value)
+    torchrun --nproc_per_node=2 -m worldmodel.train_autoencoder ...   (DistributedDataParallel, 2 processes)
 
 Writes OUT/autoencoder.pt (weights, config, latent statistics, optimizer, RNG, step; atomic, resumable),
 OUT/autoencoder_report.json (held-out PSNR/SSIM), OUT/autoencoder_strip.png (rows real | recon | error),
 OUT/split.json (the training / held-out episode files and their sha256, kept on --resume) and TensorBoard logs
 under OUT/tb (losses, learning rate, frames/s, held-out PSNR/SSIM, image strips). The job locks OUT for its
 whole run. `worldmodel.train` calls `train_autoencoder` when its run has no autoencoder.
+
+Under torchrun (worldmodel/distributed.py) every process draws the same global batch of frames and the same
+reparameterisation noise and trains on its share (`micro_batch` frames at a time: gradient accumulation), so the
+optimisation does not depend on the number of processes; only rank 0 writes files, holds the lock and reports.
 
 Axis legend: N frames, B batch, H x W x 3 images, C x h x w latents.
 """
@@ -31,7 +36,7 @@ from tqdm import tqdm
 from envs.episodes import EpisodeStore, load_episode
 from envs.fileio import RunLockedError
 
-from . import presets
+from . import distributed, presets
 from .autoencoder import Autoencoder, AutoencoderConfig, autoencoder_config, frames_to_float
 from .config import check_config, config_to_dict
 from .metrics import LPIPS_MISSING_MESSAGE, lpips, lpips_available, psnr, ssim
@@ -51,6 +56,7 @@ from .utils import (
 
 __all__ = [
     "AutoencoderJob",
+    "accumulate_gradients",
     "train_autoencoder",
     "load_autoencoder",
     "evaluate_autoencoder",
@@ -160,6 +166,7 @@ def train_autoencoder(
     out_dir,
     steps: int,
     batch_size: int = 32,
+    micro_batch: int | None = None,
     lr: float = LR,
     device: str | torch.device = "auto",
     seed: int = 0,
@@ -179,6 +186,10 @@ def train_autoencoder(
     A non-finite loss stops training with FloatingPointError and leaves the last good checkpoint in place.
     `stop_after` ends this call once the run reaches that step (checkpoint written, schedule unchanged), as
     an interruption would; it then returns the unfinished model (no latent statistics) and {"stopped_at": step}.
+
+    `batch_size` is the global batch: under a process group (torchrun) each process trains on its equal share,
+    `micro_batch` frames per forward/backward pass (None: the whole share); only rank 0 writes, the others
+    return the same model and an empty report.
 
     Arguments, the checkpoint to resume and the frame size of every file are checked before any work. With
     `lock` the call holds out_dir's lock while it runs (envs.fileio.RunLock; a second job on the folder raises
@@ -204,18 +215,29 @@ def train_autoencoder(
             "least one episode not used for training"
         )
     out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ValueError(f"output folder {out_dir} is a file, not a folder")
-    ckpt_path = out_dir / "autoencoder.pt"
-    if ckpt_path.exists() and not resume:
-        raise FileExistsError(f"{ckpt_path} exists: pass --resume to continue it, or choose a new --out")
     dev = resolve_device(device)
-    ckpt = _read_checkpoint(ckpt_path, cfg) if resume and ckpt_path.exists() else None
-    shape = (cfg.image_size, cfg.image_size, cfg.image_channels)
-    check_frame_shapes(list(train_paths) + list(test_paths), shape, what="the autoencoder")
+    distributed.accumulation(batch_size, micro_batch, distributed.current().world_size, "batch_size")
+    ckpt_path = out_dir / "autoencoder.pt"
+    held: dict = {}  # rank 0's: the folder's lock, the checkpoint read
 
-    run_lock = open_run_folder(out_dir, what="autoencoder training") if lock else None
+    def prepare() -> None:
+        """(rank 0) the checks on files, then the folder locked."""
+        if out_dir.exists() and not out_dir.is_dir():
+            raise ValueError(f"output folder {out_dir} is a file, not a folder")
+        if ckpt_path.exists() and not resume:
+            raise FileExistsError(f"{ckpt_path} exists: pass --resume to continue it, or choose a new --out")
+        held["ckpt"] = _read_checkpoint(ckpt_path, cfg) if resume and ckpt_path.exists() else None
+        shape = (cfg.image_size, cfg.image_size, cfg.image_channels)
+        check_frame_shapes(list(train_paths) + list(test_paths), shape, what="the autoencoder")
+        if lock:
+            held["lock"] = open_run_folder(out_dir, what="autoencoder training")
+
     try:
+        distributed.from_main(prepare)
+        if "ckpt" in held:
+            ckpt = held["ckpt"]
+        else:  # the other processes read the checkpoint rank 0 checked
+            ckpt = _read_checkpoint(ckpt_path, cfg) if resume and ckpt_path.exists() else None
         return _fit(
             cfg,
             list(train_paths),
@@ -224,6 +246,7 @@ def train_autoencoder(
             ckpt,
             steps=steps,
             batch_size=batch_size,
+            micro_batch=micro_batch,
             lr=lr,
             dev=dev,
             seed=seed,
@@ -235,8 +258,32 @@ def train_autoencoder(
             t_call=t_call,
         )
     finally:
-        if run_lock is not None:
-            run_lock.release()
+        if "lock" in held:
+            held["lock"].release()
+
+
+def accumulate_gradients(
+    loss_fn, frames: torch.Tensor, noise: torch.Tensor, micro: int, dev: torch.device
+) -> dict[str, float]:
+    """Forward and backward of this process's share of one global batch, ``micro`` frames at a time.
+
+    ``frames`` uint8 (B, H, W, 3) and ``noise`` (B, C, h, w) are the whole global batch and its reparameterisation
+    noise, the same on every process; ``loss_fn`` is ``model.loss`` or it through DistributedDataParallel
+    (distributed.wrap). The gradients left in the parameters are those of the global batch's mean loss on every
+    process (each micro-batch's mean weighs 1 / micro-batches of the share; DDP averages the processes, whose
+    shares are equal); returns that loss's logs, averaged over the global batch."""
+    ctx = distributed.current()
+    share = len(frames) // ctx.world_size
+    mine = range(ctx.rank * share, (ctx.rank + 1) * share)  # this process's positions in the global batch
+    starts = range(mine.start, mine.stop, micro)
+    sums = torch.zeros(4, dtype=torch.float64)  # loss, recon, kl, psnr
+    for k, i in enumerate(starts):
+        with distributed.micro_batch_context(loss_fn, last=k == len(starts) - 1):
+            loss, logs = loss_fn(frames[i : i + micro].to(dev), noise=noise[i : i + micro])
+            (loss / len(starts)).backward()
+        sums += torch.tensor([loss.item(), logs["ae/recon"], logs["ae/kl"], logs["ae/psnr"]], dtype=torch.float64)
+    sums = (distributed.all_reduce_sum(sums.to(dev)) / (len(starts) * ctx.world_size)).tolist()
+    return {"ae/loss": sums[0], "ae/recon": sums[1], "ae/kl": sums[2], "ae/psnr": sums[3]}
 
 
 def _fit(
@@ -248,6 +295,7 @@ def _fit(
     *,
     steps: int,
     batch_size: int,
+    micro_batch: int | None,
     lr: float,
     dev: torch.device,
     seed: int,
@@ -260,6 +308,9 @@ def _fit(
 ) -> tuple[Autoencoder, dict]:
     """The training of :func:`train_autoencoder` once everything is checked (and the folder locked)."""
     ckpt_path = out_dir / "autoencoder.pt"
+    ctx = distributed.current()
+    main = ctx.is_main
+    micro, _ = distributed.accumulation(batch_size, micro_batch, ctx.world_size, "batch_size")
     # 1. model, optimiser, data-order generator; restored from the checkpoint when resuming
     seed_everything(seed)
     model = Autoencoder(cfg).to(dev)
@@ -281,6 +332,8 @@ def _fit(
     strip_real = frames_to_float(test_frames[strip_idx]).to(dev)  # (8, 3, H, W)
 
     def save(step_now: int) -> None:
+        if not main:
+            return
         atomic_torch_save(
             {
                 "kind": CHECKPOINT_KIND,
@@ -296,7 +349,7 @@ def _fit(
         )
 
     writer = None
-    if log:
+    if log and main:
         try:
             from torch.utils.tensorboard import SummaryWriter  # heavy, optional: only for logging
         except ImportError:  # tensorboard missing: train anyway
@@ -312,26 +365,33 @@ def _fit(
     t_log, n_log = time.perf_counter(), 0
     model.train()
     bar = tqdm(
-        total=steps, initial=min(step, steps), desc="autoencoder", unit="step", disable=not log, dynamic_ncols=True
+        total=steps,
+        initial=min(step, steps),
+        desc="autoencoder",
+        unit="step",
+        disable=not (log and main),
+        dynamic_ncols=True,
     )
+    loss_fn = distributed.wrap(model, dev)  # model.loss, or it through DistributedDataParallel
     while step < steps:
         if stop_after is not None and step >= stop_after:
             bar.close()
             save(step)
             return model.eval(), {"stopped_at": step}
-        idx = torch.randint(len(train_frames), (batch_size,), generator=gen)
+        # the global batch and its reparameterisation noise, drawn alike on every process; this one's share
+        idx = torch.randint(len(train_frames), (batch_size,), generator=gen)  # (batch_size,)
+        eps = torch.randn((batch_size, *cfg.latent_shape))  # (batch_size, C, h, w), torch's global generator
         lr_now = warmup_cosine_lr(step, steps, lr, warmup)
         for g in opt.param_groups:
             g["lr"] = lr_now
-        loss, logs = model.loss(train_frames[idx].to(dev))
+        opt.zero_grad(set_to_none=True)
+        logs = accumulate_gradients(loss_fn, train_frames[idx], eps, micro, dev)
         if not math.isfinite(logs["ae/loss"]):
             bar.close()
             raise FloatingPointError(
                 f"autoencoder loss is {logs['ae/loss']} at step {step}; stopped. The last good checkpoint "
                 f"({ckpt_path if ckpt_path.exists() else 'none written yet'}) was kept; try a lower --lr."
             )
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         step += 1
@@ -363,10 +423,12 @@ def _fit(
     model.eval()
     perm = torch.randperm(len(train_frames), generator=torch.Generator().manual_seed(seed))
     sub = train_frames[perm[:4096]]  # (<=4096, H, W, 3)
-    model.set_latent_stats(sub)
+    model.set_latent_stats(sub)  # on every process: each needs the finished autoencoder
     save(step)
+    if not main:
+        return model, {}
 
-    # 5. held-out report and example strip
+    # 5. held-out report and example strip (rank 0)
     held = evaluate_autoencoder(model, test_frames)
     report = {
         "config": config_to_dict(cfg),
@@ -412,7 +474,8 @@ class AutoencoderJob:
     report held-out reconstruction PSNR/SSIM. Writes OUT/autoencoder.pt, OUT/autoencoder_report.json,
     OUT/autoencoder_strip.png, OUT/split.json and TensorBoard logs in OUT/tb. Options not given on the command
     line take the values of --preset; the defaults shown are those of the preset named on the command line
-    (cpu when none)."""
+    (cpu when none). Started by `torchrun --nproc_per_node=N -m worldmodel.train_autoencoder ...` it trains on N
+    processes (DistributedDataParallel; --batch-size stays the global batch)."""
 
     preset: presets.Preset
     """Model size: tiny (tests), cpu (minutes on 2 cores), paper (GPU)."""
@@ -423,7 +486,10 @@ class AutoencoderJob:
     steps: int
     """Optimiser steps in total, also when resuming."""
     batch_size: int
-    """Frames per optimiser step."""
+    """Frames per optimiser step: the global batch, split equally among the processes (torchrun)."""
+    micro_batch: int | None = None
+    """Frames per forward/backward pass of one process (None: its whole share of batch_size; a divisor of it:
+    gradient accumulation, same optimisation in less memory)."""
     lr: float = LR
     """Peak learning rate (linear warm-up, then cosine decay)."""
     test_fraction: float = 0.1
@@ -443,6 +509,8 @@ class AutoencoderJob:
         _int_at_least("--batch-size", self.batch_size, 1)
         if self.threads is not None:
             _int_at_least("--threads", self.threads, 1)
+        if self.micro_batch is not None:
+            _int_at_least("--micro-batch", self.micro_batch, 1)
         if not 0.0 < self.lr < float("inf"):
             raise ValueError(f"--lr {self.lr}: expected a positive number")
         if not 0.0 <= self.test_fraction < 1.0:
@@ -468,7 +536,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     job = parse_args(argv)
     if job.threads is not None:
         torch.set_num_threads(job.threads)
-    try:
+    cfg = autoencoder_config(job.preset)
+    held: dict = {}  # rank 0's lock on the output folder
+
+    def prepare():
+        """(rank 0) the episodes, the split, the folder locked and the split recorded."""
         store = EpisodeStore(job.episodes)
         if len(store) < 2:
             raise ValueError(f"{job.episodes}: need at least 2 episodes (one is held out), found {len(store)}")
@@ -477,32 +549,40 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise FileNotFoundError(f"--resume: no checkpoint at {ckpt}")
         if ckpt.exists() and not job.resume:
             raise FileExistsError(f"{ckpt} exists: pass --resume to continue it, or choose a new --out")
-        cfg = autoencoder_config(job.preset)
         split = plan_split(store, job.out, test_fraction=job.test_fraction, seed=job.seed)
         check_frame_shapes(
             split.train + split.test, (cfg.image_size, cfg.image_size, cfg.image_channels), what="the autoencoder"
         )
-        run_lock = open_run_folder(job.out, what="autoencoder training")
+        held["lock"] = open_run_folder(job.out, what="autoencoder training")
+        write_split(job.out, split)
+        return split
+
+    with distributed.session(job.device) as (ctx, dev):  # under torchrun: the process group; else nothing
         try:
-            write_split(job.out, split)
-            _, report = train_autoencoder(
-                cfg,
-                split.train,
-                split.test,
-                job.out,
-                steps=job.steps,
-                batch_size=job.batch_size,
-                lr=job.lr,
-                device=job.device,
-                seed=job.seed,
-                resume=job.resume,
-                lock=False,
-            )
-        finally:
-            run_lock.release()
-    except (ValueError, OSError, FloatingPointError, RunLockedError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+            try:
+                split = distributed.from_main(prepare)
+                _, report = train_autoencoder(
+                    cfg,
+                    split.train,
+                    split.test,
+                    job.out,
+                    steps=job.steps,
+                    batch_size=job.batch_size,
+                    micro_batch=job.micro_batch,
+                    lr=job.lr,
+                    device=dev,
+                    seed=job.seed,
+                    resume=job.resume,
+                    lock=False,
+                )
+            finally:
+                if "lock" in held:
+                    held["lock"].release()
+        except (ValueError, OSError, FloatingPointError, RunLockedError) as e:
+            print(f"error{f' (rank {ctx.rank})' if ctx.distributed else ''}: {e}", file=sys.stderr)
+            return 2
+    if not ctx.is_main:
+        return 0
     keys = ("psnr_mean", "ssim_mean", "n_frames", "train_time_s", "wall_time_s")
     print(json.dumps({k: report[k] for k in keys}, indent=2))
     return 0

@@ -232,6 +232,31 @@ def test_a_second_run_skips_scored_variants_and_scores_a_trained_one(sweep, caps
     assert json.loads((sw / "hybrid" / "recall.json").read_text())["scores"] == json.loads(before["hybrid"])["scores"]
 
 
+def test_a_sweep_spread_over_jobs_equals_the_one_command_sweep(sweep, capsys):
+    """--stage autoencoder, then a --stage train job for one variant, then --stage score: the same shared
+    autoencoder, weights and scores as the one-command sweep; train and score wait for what they need."""
+    args, tmp, _ = sweep
+    base = args[: args.index("--sweep")] + ["--sweep", str(tmp / "spread"), "--out", str(tmp / "spread_out")]
+    base += ["--no-progress", "--variants", "hybrid"]
+    capsys.readouterr()
+    assert recall.main([*base, "--stage", "train"]) == 2
+    assert "not trained yet; run this command with --stage autoencoder first" in capsys.readouterr().err
+    assert recall.main([*base, "--stage", "autoencoder"]) == 0
+    assert recall.main([*base, "--stage", "score"]) == 0
+    assert "hybrid: trained 0 of 2 steps, not scored" in capsys.readouterr().out
+    assert recall.main([*base, "--stage", "train"]) == 0
+    assert "hybrid: trained 2 of 2 steps" in capsys.readouterr().out
+    assert not (tmp / "spread" / "hybrid" / "recall.json").exists()  # training jobs score nothing
+    assert recall.main([*base, "--stage", "score"]) == 0
+    for name in ("_ae/autoencoder.pt", "hybrid/checkpoint.pt"):
+        a, b = torch_load(tmp / "sweep" / name), torch_load(tmp / "spread" / name)
+        assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"]), name
+    scored = json.loads((tmp / "spread_out" / "recall.json").read_text())
+    assert list(scored["variants"]) == ["hybrid"]
+    one_command = json.loads((tmp / "sweep" / "hybrid" / "recall.json").read_text())
+    assert scored["variants"]["hybrid"]["scores"] == one_command["scores"]
+
+
 def test_bad_arguments_are_named(tmp_path, capsys):
     with pytest.raises(SystemExit):
         recall.main(["--variants", "hybrid", "nope"])

@@ -480,3 +480,59 @@ def test_watchdog_ends_a_worker_whose_parent_is_gone_without_prctl(tmp_path):
     while time.time() < deadline and _alive(pid):
         time.sleep(0.1)
     assert not _alive(pid)
+
+
+# ---------------------------------------------------------------------- shards
+
+
+def test_shards_partition_the_episodes_and_merge_into_the_unsharded_collection(tmp_path, capsys):
+    """--num-shards 3: each shard collects its own episodes (seed S+i, file ep_{i}), disjoint and covering all;
+    merged with --merge they equal the unsharded collection file for file, and so does its manifest's settings."""
+    base = ["--env", FAKE, "--episodes", "7", "--steps", "5", "--policy", "random", "--seed", "11", "--quiet"]
+    whole, merged = tmp_path / "whole", tmp_path / "merged"
+    shards = [tmp_path / f"shard{i}" for i in range(3)]
+    assert main([*base, "--out", str(whole)]) == 0
+    for i, folder in enumerate(shards):
+        assert main([*base, "--out", str(folder), "--num-shards", "3", "--shard-index", str(i)]) == 0
+    names = [sorted(p.name for p in folder.glob("*.npz")) for folder in shards]
+    assert names == [
+        ["ep_00000.npz", "ep_00003.npz", "ep_00006.npz"],
+        ["ep_00001.npz", "ep_00004.npz"],
+        ["ep_00002.npz", "ep_00005.npz"],
+    ]
+    shard_manifest = json.loads((shards[1] / "manifest.json").read_text())
+    assert (shard_manifest["num_shards"], shard_manifest["shard_indices"], shard_manifest["episodes"]) == (3, [1], 7)
+    capsys.readouterr()
+
+    assert main(["--merge", str(shards[0]), str(shards[1]), "--out", str(merged)]) == 0
+    assert "5 episode files copied, 0 already there; 2 of 7 missing: [2, 5]" in capsys.readouterr().out
+    assert main(["--merge", *map(str, shards), "--out", str(merged)]) == 0
+    assert "2 episode files copied, 5 already there; complete" in capsys.readouterr().out
+    assert sorted(p.name for p in merged.glob("*.npz")) == sorted(p.name for p in whole.glob("*.npz"))
+    for path in whole.glob("*.npz"):
+        a, b = load_episode(path), load_episode(merged / path.name)
+        assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a), path.name
+    a, b = (json.loads((f / "manifest.json").read_text()) for f in (whole, merged))
+    assert {k: v for k, v in a.items() if k not in ("created", "versions")} == {
+        k: v for k, v in b.items() if k not in ("created", "versions")
+    }
+    assert main([*base, "--out", str(merged)]) == 0  # the unsharded command sees a finished collection
+    assert "collected 0, skipped 7 already done" in capsys.readouterr().out
+
+
+def test_bad_shards_and_merges_are_named(tmp_path, capsys):
+    """An out-of-range shard, a folder of another split, and shards of different collections are refused."""
+    base = ["--env", FAKE, "--episodes", "4", "--steps", "5", "--policy", "random", "--quiet"]
+    assert main([*base, "--out", str(tmp_path / "a"), "--num-shards", "2", "--shard-index", "2"]) == 2
+    assert "--shard-index 2: expected 0..1" in capsys.readouterr().err
+    assert main([*base, "--out", str(tmp_path / "a"), "--num-shards", "0"]) == 2
+    assert "--num-shards 0: expected >= 1" in capsys.readouterr().err
+    assert main([*base, "--out", str(tmp_path / "a"), "--num-shards", "2", "--shard-index", "0"]) == 0
+    assert main([*base, "--out", str(tmp_path / "a"), "--num-shards", "3", "--shard-index", "1"]) == 2
+    assert "holds shards of a 2-way split, not of --num-shards 3" in capsys.readouterr().err
+    assert main([*base, "--out", str(tmp_path / "b"), "--num-shards", "2", "--shard-index", "1", "--seed", "5"]) == 0
+    capsys.readouterr()
+    assert main(["--merge", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "m")]) == 2
+    assert "hold different collections (they differ in ['seed'])" in capsys.readouterr().err
+    assert main(["--merge", str(tmp_path / "nothing"), "--out", str(tmp_path / "m")]) == 2
+    assert "no manifest.json" in capsys.readouterr().err

@@ -12,6 +12,7 @@ from envs.episodes import (
     EpisodeError,
     EpisodeStore,
     WindowSampler,
+    derived_seed,
     episode_length,
     file_digest,
     load_episode,
@@ -305,3 +306,34 @@ def test_file_digest_tracks_content(folder):
     before = file_digest(p)
     save_episode(p, fake_episode(19, seed=99))
     assert file_digest(p) != before
+
+
+def test_step_batches_split_among_processes_without_repeats():
+    """A step's global batch depends only on (seed, step): the shares of 2 or 4 processes, put together, are the
+    1-process batch; no window repeats within a step; with fewer windows than the batch, all appear first."""
+    sampler = WindowSampler([30, 50, 12, 41], names=list("abcd"))
+    whole, ids = sampler.step_batch(8, 16, seed=3, step=5)
+    assert ids == range(16) and len(set(whole)) == 16
+    assert all(s + 8 <= sampler.lengths[e] for e, s in whole)
+    for world in (2, 4):
+        shares = [sampler.step_batch(8, 16, seed=3, step=5, rank=r, world_size=world) for r in range(world)]
+        assert [p for pairs, _ in shares for p in pairs] == whole
+        assert [i for _, share in shares for i in share] == list(range(16))
+    assert sampler.step_batch(8, 16, seed=3, step=6)[0] != whole
+    assert sampler.step_batch(8, 16, seed=4, step=5)[0] != whole
+    small = WindowSampler([10, 11])  # 3 + 4 windows of 8 frames
+    picks, _ = small.step_batch(8, 10, seed=0, step=0)
+    assert set(picks[:7]) == {(0, s) for s in range(3)} | {(1, s) for s in range(4)} and len(set(picks)) == 7
+    with pytest.raises(ValueError, match=r"batch=10: the global batch must be a multiple of the 4 process"):
+        sampler.step_batch(8, 10, seed=0, step=0, rank=0, world_size=4)
+    with pytest.raises(ValueError, match=r"rank=2: expected 0..1"):
+        sampler.step_batch(8, 10, seed=0, step=0, rank=2, world_size=2)
+
+
+def test_derived_seeds_are_stable_and_distinct():
+    """derived_seed gives the same 63-bit seed for the same keys and different ones for different keys."""
+    seeds = {derived_seed(0, step, i) for step in range(20) for i in range(20)}
+    assert len(seeds) == 400 and all(0 <= s < 2**63 for s in seeds)
+    assert derived_seed(7, 1) == derived_seed(7, 1) != derived_seed(7, 1, 0)
+    with pytest.raises(ValueError, match="integers >= 0"):
+        derived_seed(-1)

@@ -194,9 +194,9 @@ def test_nan_loss_stops_and_keeps_checkpoint(synthetic_episodes, tmp_path, monke
     calls = {"n": 0}
     real_loss = Autoencoder.loss
 
-    def flaky(self, frames):
+    def flaky(self, frames, **kw):
         calls["n"] += 1
-        loss, logs = real_loss(self, frames)
+        loss, logs = real_loss(self, frames, **kw)
         if calls["n"] == 4:
             return loss * float("nan"), {**logs, "ae/loss": float("nan")}
         return loss, logs

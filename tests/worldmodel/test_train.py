@@ -90,8 +90,9 @@ def test_resume_reproduces_an_uninterrupted_run(synthetic_episodes, tmp_path):
             assert torch.equal(ca[part][k], cb[part][k]), (part, k)
     sa, sb = ca["optimizer"]["state"], cb["optimizer"]["state"]
     assert sa.keys() == sb.keys() and all(torch.equal(sa[i]["exp_avg"], sb[i]["exp_avg"]) for i in sa)
-    # the global RNGs are captured with worldmodel.utils.get_rng_state, the batch/noise generator beside them
-    assert {"python", "numpy", "torch"} <= set(cb["rng"]) and torch.equal(ca["generator"], cb["generator"])
+    # the global RNGs are captured with worldmodel.utils.get_rng_state; the batches and their noise need no state
+    # (seeded by the run's seed and the step: WindowSampler.step_batch, train.step_noise)
+    assert {"python", "numpy", "torch"} <= set(cb["rng"]) and "generator" not in cb
 
 
 def test_rollout_shapes_and_bounded_state(tiny_model, real_episodes):
