@@ -15,6 +15,7 @@ LAYER_OF = {
     "envs.fileio": "data",
     "envs.activation": "real",
     "envs.memory_maze": "real",
+    "envs.crafter": "real",
     "envs.policies": "real",
     "envs.collect": "real",
     "envs.contexts": "dream",
