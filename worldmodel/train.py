@@ -43,8 +43,16 @@ from . import presets
 from .backbone import VARIANTS, Variant
 from .config import check_config, config_from_dict, config_to_dict
 from .evaluate import evaluate, reward_precision_recall
-from .model import WorldModel, WorldModelConfig, check_model_config, world_model_config
-from .run_folder import RunSplit, check_frame_shapes, open_run_folder, plan_split, write_split
+from .model import WorldModel, WorldModelConfig, check_model_config, with_env, world_model_config
+from .run_folder import (
+    RunSplit,
+    check_frame_shapes,
+    episode_actions,
+    episode_env,
+    open_run_folder,
+    plan_split,
+    write_split,
+)
 from .train_autoencoder import load_autoencoder, train_autoencoder
 from .utils import (
     atomic_torch_save,
@@ -344,7 +352,10 @@ def train(
     The evaluations run on the split's test episodes, or on the episodes of the folder ``heldout`` when given
     (episodes collected with other seeds: unseen mazes, and enough of them to hold some reward events).
 
-    ``model_cfg`` defaults to ``world_model_config(cfg.preset, cfg.variant)``. The autoencoder (stage 1) is
+    ``model_cfg`` defaults to ``world_model_config(cfg.preset, cfg.variant)``; either way its env comes from the
+    episodes: the number of actions from their one-hot width, the env id from the folder's manifest when it has
+    one (``worldmodel.model.with_env``; Crafter episodes give 17 actions and ``longdream/Crafter-v0``). The
+    autoencoder (stage 1) is
     trained first when the run has none (or continued when interrupted). ``resume=True`` continues
     RUN_DIR/checkpoint.pt exactly; without it an existing checkpoint is refused. ``stop_after`` ends this
     invocation after that many steps (checkpoint written, schedule unchanged), as an interruption would.
@@ -370,7 +381,6 @@ def train(
     ckpt = None
     if resume:
         ckpt = _read_checkpoint(ckpt_path)
-        check_model_config(model_cfg, ckpt["config"]["model"], ckpt_path)
         _check_resumable(config_from_dict(TrainConfig, ckpt["config"]["train"], ckpt_path), cfg, ckpt_path)
 
     # 1. episodes: the run's split (drawn at its first start, recorded, kept after), checked before any work
@@ -390,6 +400,10 @@ def train(
         check_frame_shapes(eval_paths, model_cfg.obs_shape, what=f"the {cfg.preset} model")
         if Path(heldout).resolve() == Path(episodes).resolve():
             raise ValueError(f"held-out episodes {heldout}: that is the training folder (its episodes are trained on)")
+    # the env the model stands in for: its actions and id, from the episodes
+    model_cfg = with_env(model_cfg, episode_actions(split.train + split.test + eval_paths), episode_env(store))
+    if ckpt is not None:
+        check_model_config(model_cfg, ckpt["config"]["model"], ckpt_path)
     lengths = dict(zip(store.paths, store.lengths))
     longest = max((lengths[p] for p in split.train), default=0)
     if longest < need:
