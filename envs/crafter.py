@@ -25,6 +25,12 @@ Python (numpy, imageio, pillow, opensimplex) and speaks the old ``gym`` API; thi
   terrain, same creatures, same frames under the same actions: Crafter draws everything from one
   ``RandomState`` per world); ``reset()`` without a seed moves on to the next world of the current seed, as
   Crafter does. The first ``reset()`` without any seed draws one from the env's ``np_random``.
+- Determinism, one fix: stock Crafter is not reproducible from its seed alone. Every 10 steps it despawns a
+  creature drawn from a ``set`` of objects, whose order follows memory addresses, so two runs of one seed
+  under the same actions drift apart (measured: seed 11, the world map differed from step 70, the frames from
+  step 156, and the player died at step 162 in one run and 164 in the other). :class:`_OrderedChunksWorld` lists
+  each chunk's objects in creation order instead; nothing else changes (the draws from the world's
+  ``RandomState`` are the same calls), and the same seed and actions give the same episode (tested).
 
 Collection (``python -m envs.collect --env longdream/Crafter-v0 --policy random_repeat``) stores, besides
 ``image``, ``action`` and ``reward``, the arrays of :meth:`CrafterEnv.episode_state` per frame: ``player_pos``
@@ -34,9 +40,9 @@ counts in :data:`ACHIEVEMENT_NAMES` order (``envs.episodes.load_episode(path, ke
 Reward and the world model: the model's reward head learns reward *events* (reward > 0), so in a dream of a
 ``longdream/Crafter-v0`` model a regained health point counts as an event as an unlocked achievement does.
 
-This module reaches two private attributes of ``crafter.Env`` (``_seed`` and ``_episode``, what its world
-seed is made of) and its ``_player`` for the reset info; the version is pinned (1.8.3), and a build without them
-is refused with a message naming the version.
+This module reaches private attributes of ``crafter.Env`` (``_seed`` and ``_episode``, what its world seed is
+made of; ``_world`` for the fix above; ``_player`` for the reset info); the version is pinned (1.8.3), and a build
+without them is refused with a message naming the version.
 """
 
 from __future__ import annotations
@@ -68,6 +74,7 @@ try:
         warnings.simplefilter("ignore")  # crafter/__init__ imports the old gym, which prints a banner
         import crafter
         from crafter import constants as _constants
+        from crafter import engine as _engine
 except ImportError as _error:  # pragma: no cover - crafter is a main dependency
     raise ImportError(f"envs.crafter needs the crafter package ({_error}); {_INSTALL_HINT}") from _error
 
@@ -87,6 +94,8 @@ MAX_STEPS = 10_000
 """Crafter's default episode length (its ``CrafterReward-v1`` time limit)."""
 MIN_SIZE = 9
 """The smallest frame side in pixels: one pixel per cell of the 9-cell view."""
+MIN_AREA = 9
+"""The smallest world side in cells: the 9-cell view."""
 
 
 @dataclass(frozen=True)
@@ -99,14 +108,30 @@ class CrafterConfig:
     """Frame side in pixels (Crafter renders size x size x 3)."""
     length: int = MAX_STEPS
     """Steps before the episode is truncated."""
+    area: int = 64
+    """World side in cells (Crafter's 64; generating a world takes ~1 s at 64, ~0.1 s at 16)."""
 
     def __post_init__(self):
-        for name, low in (("size", MIN_SIZE), ("length", 1)):
+        for name, low in (("size", MIN_SIZE), ("length", 1), ("area", MIN_AREA)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
                 raise ValueError(f"CrafterConfig.{name}={value!r}: expected an integer >= {low}")
         if not isinstance(self.reward, bool):
             raise ValueError(f"CrafterConfig.reward={self.reward!r}: expected True or False")
+
+
+class _OrderedChunksWorld(_engine.World):
+    """Crafter's world whose ``chunks`` list each chunk's objects in creation order (their index in the world),
+    not in a ``set``'s address order: Crafter's creature balancing draws from that list, so its draws become
+    reproducible (see the module docstring)."""
+
+    @property
+    def chunks(self):
+        """{chunk key: that chunk's objects, oldest first} (stock Crafter: a copy of its dict of sets)."""
+        return {key: sorted(objs, key=self._index_of) for key, objs in self._chunks.items()}
+
+    def _index_of(self, obj) -> int:
+        return int(self._obj_map[tuple(obj.pos)])
 
 
 class CrafterEnv(gym.Env):
@@ -134,13 +159,22 @@ class CrafterEnv(gym.Env):
         self.render_mode = render_mode
         self.observation_space = spaces.Box(0, 255, shape=(config.size, config.size, 3), dtype=np.uint8)
         self.action_space = spaces.Discrete(len(ACTION_NAMES))
-        self._env = crafter.Env(size=(config.size, config.size), reward=config.reward, length=config.length, seed=0)
-        for attr in ("_seed", "_episode"):
+        self._env = crafter.Env(
+            area=(config.area, config.area),
+            size=(config.size, config.size),
+            reward=config.reward,
+            length=config.length,
+            seed=0,
+        )
+        for attr in ("_seed", "_episode", "_world", "_player"):
             if not hasattr(self._env, attr):  # pragma: no cover - only another crafter version
                 raise RuntimeError(
                     f"crafter {getattr(crafter, '__version__', '?')}: crafter.Env has no {attr} (seeding needs "
                     f"it); {_INSTALL_HINT}"
                 )
+        if type(self._env._world) is not _engine.World:  # pragma: no cover - only another crafter version
+            raise RuntimeError(f"crafter.Env's world is a {type(self._env._world).__name__}; {_INSTALL_HINT}")
+        self._env._world.__class__ = _OrderedChunksWorld  # the views keep their reference to the same world
         self._seeded = False
         self._frame: np.ndarray | None = None
         self._steps = 0
