@@ -204,8 +204,8 @@ TRAINING: dict[str, dict[str, Any]] = {
     # with 720 steps instead of 800. At the measured cpu-preset speed on quiet cores (DESIGN.md: ~1.1 steps/s at
     # 8 x 32 frames, so ~1.4 s per step at 48), 504 steps at 32 frames + 216 at 48 are ~13 min, plus evaluations.
     # The 48-frame windows also hold the recall benchmark's crafter reasoning protocol (32 context + 16
-    # generated, the paper's Minecraft 100 + 50 scaled). A random-repeat Crafter player lives ~175 steps, so
-    # every window fits in most episodes.
+    # generated, the paper's Minecraft 100 + 50 scaled). A random-repeat Crafter player lives 150-250 steps, so
+    # every episode holds several windows.
     "crafter": dict(
         steps=720,
         batch_size=8,
