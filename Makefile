@@ -9,8 +9,11 @@ HELDOUT  ?= data/episodes/mm9-heldout
 RUN      ?= runs/demo
 RECALL_EPISODES ?= data/episodes/mm9-revisit
 RECALL_HELDOUT  ?= data/episodes/mm9-revisit-heldout
+CRAFTER_EPISODES ?= data/episodes/crafter
+CRAFTER_HELDOUT  ?= data/episodes/crafter-heldout
+CRAFTER_RUN      ?= runs/crafter
 
-.PHONY: help setup test test-slow lint format check data ae train train-long demo bench bench-scaling data-recall bench-recall bench-ddp agent-dreamer agent-sb3 bench-agents clean
+.PHONY: help setup test test-slow lint format check data ae train train-long demo bench bench-scaling data-recall bench-recall bench-ddp agent-dreamer agent-sb3 bench-agents data-crafter train-crafter clean
 
 help:  ## list targets
 	@grep -E '^[a-z0-9-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -71,6 +74,16 @@ bench-recall: setup  ## recall benchmark (retrieval, reasoning, recall vs distan
 
 bench-ddp: setup  ## training throughput on 1 vs 2 processes (torchrun, DDP over gloo, 1 thread each), cpu preset on $(EPISODES): benchmarks/results/train_ddp.* (run on quiet cores)
 	$(BIN)/python -m benchmarks.train_ddp --episodes $(EPISODES)
+
+data-crafter: setup  ## collect 100 Crafter episodes (random_repeat, up to 500 steps; the player dies after ~180) into $(CRAFTER_EPISODES), 24 unseen into $(CRAFTER_HELDOUT) (resumable)
+	$(BIN)/python -m envs.collect --env longdream/Crafter-v0 --episodes 100 --steps 500 \
+		--out $(CRAFTER_EPISODES) --workers 2 --seed 0 --policy random_repeat
+	$(BIN)/python -m envs.collect --env longdream/Crafter-v0 --episodes 24 --steps 500 \
+		--out $(CRAFTER_HELDOUT) --workers 2 --seed 1000 --policy random_repeat
+
+train-crafter: setup  ## train the crafter-preset world model (~5 + 13 min on 2 quiet cores) on $(CRAFTER_EPISODES) into $(CRAFTER_RUN) (resumes)
+	$(BIN)/python -m worldmodel.train --preset crafter --episodes $(CRAFTER_EPISODES) --heldout $(CRAFTER_HELDOUT) \
+		--run-dir $(CRAFTER_RUN) $(if $(wildcard $(CRAFTER_RUN)/checkpoint.pt),--resume,)
 
 ae: setup  ## train only the stage-1 autoencoder into $(RUN) (worldmodel.train does this itself when missing)
 	$(BIN)/python -m worldmodel.train_autoencoder --preset cpu --episodes $(EPISODES) --out $(RUN)

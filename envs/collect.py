@@ -1,7 +1,9 @@
-"""Collect real Memory Maze episodes into a folder of ``.npz`` files (official offline-dataset keys).
+"""Collect real episodes (Memory Maze, Crafter) into a folder of ``.npz`` files (official offline-dataset keys).
 
     python -m envs.collect --env longdream/MemoryMaze-9x9-ExtraObs-v0 --episodes 40 --steps 500 \\
         --out data/episodes/mm9 --workers 2 --seed 0 --policy explore
+    python -m envs.collect --env longdream/Crafter-v0 --episodes 100 --steps 500 \\
+        --out data/episodes/crafter --workers 2 --seed 0 --policy random_repeat
 
 - Episode ``i`` is ``DIR/ep_{i:05d}.npz``, collected with env seed ``S+i`` (the policy's seed is derived from
   it), so the data does not depend on ``--workers``. ``DIR/manifest.json`` records settings and versions.
@@ -22,9 +24,15 @@
   Ctrl-C (SIGINT) or SIGTERM stops the collection with a one-line message (exit code 130 / 143); finished
   episodes are kept and the same command resumes. ``--no-fast`` uses stock dm_control code.
 
-``--env`` takes a ``longdream/MemoryMaze-*`` id, or any Gymnasium id whose env reports Memory Maze's state keys
-in ``info`` (Gymnasium's ``module:id`` form imports the module first; the tests collect from a fake env so).
-The episode layout and alignment are described in :mod:`envs.episodes`.
+``--env`` takes a registered real env id (``envs.REAL_ENV_IDS``: ``longdream/MemoryMaze-*``, ``longdream/Crafter-v0``
+...) or Gymnasium's ``module:id`` form of any env (the module is imported first; the tests collect from a fake env
+so). Besides ``image``, ``action`` and ``reward``, each frame's state is recorded: the arrays of the env's
+``episode_state(info)`` when it has one (Crafter: ``player_pos``, ``inventory``, ``achievements``), else the
+format's Memory Maze state keys read from ``info``. The policy must fit the env: the Memory Maze policies read
+its map from ``info`` (refused, before anything is written, for an env whose ``info_keys`` lack it); ``random``
+and ``random_repeat`` act in any ``Discrete`` action space. An episode ends after ``--steps`` actions, or earlier
+when the env terminates (a Crafter player dies): its file is then shorter. The episode layout and alignment are
+described in :mod:`envs.episodes`.
 """
 
 from __future__ import annotations
@@ -88,8 +96,8 @@ class CollectConfig:
     """One collection run: what to collect and where (the settings a folder's manifest records)."""
 
     env: str = "longdream/MemoryMaze-9x9-ExtraObs-v0"
-    """Gymnasium id, longdream/MemoryMaze-{9x9,11x11,13x13,15x15}[-ExtraObs|-Vis|-Top|-ExtraObs-Vis|-ExtraObs-Top]-v0
-    (or module:id of any env reporting Memory Maze's state keys in info)."""
+    """Gymnasium id, longdream/MemoryMaze-{9x9,11x11,13x13,15x15}[-ExtraObs|-Vis|-Top|-ExtraObs-Vis|-ExtraObs-Top]-v0,
+    longdream/Crafter-v0 or longdream/CrafterNoReward-v0 (or module:id of any env)."""
     episodes: int = 24
     """Number of episodes, indices 0..N-1 (re-running with a larger N adds episodes)."""
     steps: int | None = None
@@ -100,15 +108,17 @@ class CollectConfig:
     """Worker processes, each with its own env."""
     seed: int = 0
     """Episode i uses env seed SEED+i (0 <= SEED+i < 2**32)."""
-    policy: Literal["explore", "random", "revisit", "mixed"] = "explore"
+    policy: Literal["explore", "random", "revisit", "mixed", "random_repeat"] = "explore"
     """explore: BFS walks to random cells with action noise; random; revisit: walk out, then retrace the path;
-    mixed: explore with segments of random held actions (about half the steps)."""
+    mixed: explore with segments of random held actions (about half the steps) (these three read Memory Maze's
+    map); random_repeat: random actions held 1-4 steps, half of them walking (any env; Crafter's)."""
     noise: float = 0.1
     """Probability of a random action (explore, revisit, mixed between segments), in [0, 1]."""
     revisit_steps: int | None = None
     """revisit: outward steps before retracing (None: half of --steps)."""
     fast: bool = True
-    """Use the exact speed-ups (vectorised activation check, camera reuse); --no-fast runs stock dm_control."""
+    """Memory Maze: use the exact speed-ups (vectorised activation check, camera reuse); --no-fast runs stock
+    dm_control."""
     num_shards: int = 1
     """Split the episodes into this many shards (one job each, e.g. a Slurm array) ..."""
     shard_index: int = 0
@@ -152,48 +162,99 @@ def episode_path(out, index: int) -> Path:
 def _spec(env_id: str) -> gymnasium.envs.registration.EnvSpec:
     """The registered spec of ``env_id`` (``module:id`` imports ``module`` first), or a ValueError naming it."""
     module, _, name = env_id.rpartition(":")
-    if not module and not name.startswith("longdream/MemoryMaze-"):
+    if not module and name not in envs.REAL_ENV_IDS:
         raise ValueError(
-            f"--env {env_id!r}: expected a longdream/MemoryMaze-* id, e.g. "
-            f"longdream/MemoryMaze-9x9-ExtraObs-v0 (see envs.MEMORY_MAZE_IDS), or module:id of an env "
-            f"that reports Memory Maze's state keys in info"
+            f"--env {env_id!r}: expected a real env id ({', '.join(envs.REAL_ENV_IDS)}) or module:id of another env"
         )
     try:
         if module:
             importlib.import_module(module)
         return gymnasium.spec(name)
     except (gymnasium.error.Error, ImportError) as e:
-        raise ValueError(f"--env {env_id!r}: {e}. Known ids: {', '.join(envs.MEMORY_MAZE_IDS)}") from e
+        raise ValueError(f"--env {env_id!r}: {e}. Known ids: {', '.join(envs.REAL_ENV_IDS)}") from e
 
 
 def make_env(env_id: str, fast: bool = True) -> gymnasium.Env:
-    """``gymnasium.make(env_id, fast=fast)`` for a ``longdream/MemoryMaze-*`` id (or a ``module:id``)."""
+    """``gymnasium.make(env_id)`` for a real env id (or a ``module:id``); ``fast=False`` (Memory Maze's stock
+    code) is passed on to the env, and an env without that switch is a ValueError saying so."""
     _spec(env_id)
-    return gymnasium.make(env_id, fast=fast)
+    try:
+        return gymnasium.make(env_id) if fast else gymnasium.make(env_id, fast=False)
+    except TypeError as e:
+        if fast:
+            raise
+        raise ValueError(f"--no-fast: {env_id} has no stock/fast switch (Memory Maze has one)") from e
+
+
+def _action_count(env: gymnasium.Env, env_id: str) -> int:
+    """The size of ``env``'s Discrete action space; a ValueError naming the env for any other space."""
+    if not isinstance(env.action_space, gymnasium.spaces.Discrete):
+        raise ValueError(f"--env {env_id}: action space {env.action_space}; collection records Discrete actions")
+    return int(env.action_space.n)
+
+
+def _env_policy(cfg: CollectConfig, env: gymnasium.Env, steps: int):
+    """The collection policy of ``cfg`` for ``env``'s actions; a ValueError when the policy reads ``info`` keys
+    the env does not report (its ``info_keys``; envs without that attribute are checked on the first reset)."""
+    n_actions = _action_count(env, cfg.env)
+    policy = make_policy(
+        cfg.policy,
+        steps=steps,
+        noise=cfg.noise,
+        revisit_steps=cfg.revisit_steps,
+        n_actions=n_actions,
+        move_actions=tuple(getattr(env.unwrapped, "move_actions", ())),
+    )
+    reported = getattr(env.unwrapped, "info_keys", None)
+    missing = [k for k in policy.needs if reported is not None and k not in reported]
+    if missing or policy.n_actions != n_actions:
+        fits = [p for p in POLICIES if not make_policy(p, n_actions=n_actions).needs]
+        what = (
+            f"reads info keys {', '.join(missing)} (Memory Maze's map), which {cfg.env} does not report"
+            if missing
+            else f"acts in {policy.n_actions} actions (Memory Maze's), {cfg.env} has {n_actions}"
+        )
+        raise ValueError(f"--policy {cfg.policy}: {what}; use one of {', '.join(fits)}")
+    return policy
 
 
 def collect_episode(env, policy, seed: int, steps: int) -> dict[str, np.ndarray]:
-    """Run one episode of ``steps`` actions from ``env.reset(seed=seed)``; returns the episode arrays.
+    """Run one episode of ``steps`` actions from ``env.reset(seed=seed)``, or fewer when the env terminates;
+    returns the episode arrays.
 
-    The policy's random generator is seeded from ``seed`` too (a separate stream from the env's). The env must
-    report Memory Maze's state keys (``envs.memory_maze.STATE_KEYS``) in ``info``.
+    The policy's random generator is seeded from ``seed`` too (a separate stream from the env's). Each frame's
+    state is ``env.unwrapped.episode_state(info)`` when the env has it, else Memory Maze's state keys
+    (``envs.memory_maze.STATE_KEYS``), which ``info`` must then hold; ``info`` must hold what the policy reads
+    (its ``needs``) and the policy must act in the env's number of actions.
     """
     obs, info = env.reset(seed=int(seed))
-    missing = [k for k in STATE_KEYS if k not in info]
+    name = env.spec.id if env.spec is not None else type(env.unwrapped).__name__
+    state_of = getattr(env.unwrapped, "episode_state", None)
+    if state_of is None:
+        missing = [k for k in STATE_KEYS if k not in info]
+        if missing:
+            raise ValueError(
+                f"env {name}: reset() info lacks {', '.join(missing)} (collection records Memory "
+                f"Maze's state keys {', '.join(STATE_KEYS)} from envs without episode_state())"
+            )
+
+        def state_of(info):
+            return {k: info[k] for k in STATE_KEYS}
+
+    missing = [k for k in getattr(policy, "needs", ()) if k not in info]
     if missing:
-        name = env.spec.id if env.spec is not None else type(env.unwrapped).__name__
-        raise ValueError(
-            f"env {name}: reset() info lacks {', '.join(missing)} (collection records Memory "
-            f"Maze's state keys {', '.join(STATE_KEYS)})"
-        )
-    policy.reset(info, np.random.default_rng([int(seed), 1]))
+        raise ValueError(f"env {name}: reset() info lacks {', '.join(missing)}, which policy {policy.name} reads")
     n_actions = int(env.action_space.n)
+    if getattr(policy, "n_actions", n_actions) != n_actions:
+        raise ValueError(f"policy {policy.name} acts in {policy.n_actions} actions, env {name} has {n_actions}")
+    policy.reset(info, np.random.default_rng([int(seed), 1]))
     frames = [env.unwrapped.render()]
     actions = np.zeros((steps + 1, n_actions), np.float32)  # action[0] = 0: nothing led into the first frame
     rewards = np.zeros(steps + 1, np.float32)
     phases = np.zeros(steps + 1, np.int8)
-    states = {k: [info[k]] for k in STATE_KEYS}
+    states = {k: [v] for k, v in state_of(info).items()}
     phases[0] = getattr(policy, "phase", 0)
+    end = steps
     for t in range(1, steps + 1):
         a = int(policy.act(info))
         phases[t] = getattr(policy, "phase", 0)  # the phase the action was chosen in
@@ -201,14 +262,17 @@ def collect_episode(env, policy, seed: int, steps: int) -> dict[str, np.ndarray]
         actions[t, a] = 1.0
         rewards[t] = reward
         frames.append(env.unwrapped.render())
-        for k in STATE_KEYS:
-            states[k].append(info[k])
-        if (terminated or truncated) and t < steps:
-            raise RuntimeError(f"episode ended after {t} of {steps} steps (the task's limit is lower)")
-    data = {"image": np.stack(frames), "action": actions, "reward": rewards}
+        for k, v in state_of(info).items():
+            states[k].append(v)
+        if terminated and t < steps:  # e.g. a Crafter player died: the episode ends here, its file is shorter
+            end = t
+            break
+        if truncated and t < steps:
+            raise RuntimeError(f"episode truncated after {t} of {steps} steps (the task's limit is lower)")
+    data = {"image": np.stack(frames), "action": actions[: end + 1], "reward": rewards[: end + 1]}
     data.update({k: np.stack(v) for k, v in states.items()})
     if getattr(policy, "name", "") in PHASES:  # revisit: 0 outward / 1 retracing; mixed: 1 = random segment
-        data["phase"] = phases
+        data["phase"] = phases[: end + 1]
     return data
 
 
@@ -226,7 +290,8 @@ def _int_in(flag: str, value, low: int, high: int | None = None) -> int:
 def check_config(cfg: CollectConfig) -> int:
     """Check every setting of ``cfg`` (ValueError naming the option and value); returns the steps per episode.
 
-    Reads nothing but the env registry and ``cfg.out``'s type, writes nothing.
+    Reads nothing but the env registry, the env's spaces (it is made and closed, never reset) and ``cfg.out``'s
+    type, writes nothing.
     """
     if cfg.policy not in POLICIES:
         raise ValueError(f"--policy {cfg.policy!r}: expected one of {', '.join(POLICIES)}")
@@ -247,7 +312,11 @@ def check_config(cfg: CollectConfig) -> int:
         _int_in("--revisit-steps", cfg.revisit_steps, 1, steps)
     if not isinstance(cfg.fast, bool):
         raise ValueError(f"fast={cfg.fast!r}: expected True or False")
-    make_policy(cfg.policy, steps=steps, noise=cfg.noise, revisit_steps=cfg.revisit_steps)  # its own checks
+    env = make_env(cfg.env, fast=cfg.fast)  # cheap: Memory Maze builds its task on the first reset
+    try:
+        _env_policy(cfg, env, steps)  # the policy's own checks, and that it fits the env
+    finally:
+        env.close()
     out = Path(cfg.out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out}: is a file, not a folder; choose a folder for the episodes")
@@ -294,11 +363,11 @@ def _worker_episode(cfg: CollectConfig, steps: int, index: int) -> tuple[int, in
         _WORKER["env"] = make_env(cfg.env, fast=cfg.fast)
         _WORKER["key"] = key
     env = _WORKER["env"]
-    policy = make_policy(cfg.policy, steps=steps, noise=cfg.noise, revisit_steps=cfg.revisit_steps)
+    policy = _env_policy(cfg, env, steps)
     t0 = time.perf_counter()
     data = collect_episode(env, policy, cfg.seed + index, steps)
     save_episode(episode_path(cfg.out, index), data)
-    return index, steps, time.perf_counter() - t0, float(data["reward"].sum())
+    return index, len(data["action"]) - 1, time.perf_counter() - t0, float(data["reward"].sum())
 
 
 def _close_worker_env():
@@ -321,7 +390,7 @@ def _kill_workers(pool: ProcessPoolExecutor) -> None:
 # --- bookkeeping ------------------------------------------------------------------------------------------
 def _versions() -> dict[str, str]:
     out = {"python": sys.version.split()[0]}
-    for dist in ("longdream", "memory-maze", "dm-control", "mujoco", "labmaze", "numpy", "gymnasium"):
+    for dist in ("longdream", "memory-maze", "dm-control", "mujoco", "labmaze", "crafter", "numpy", "gymnasium"):
         try:
             out[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
@@ -536,8 +605,8 @@ def main(argv: list[str] | None = None) -> int:
         CollectArgs,
         args=argv,
         prog="python -m envs.collect",
-        description="Collect real Memory Maze episodes (one .npz per episode, official offline-dataset "
-        "keys) with N worker processes. Re-running the same command resumes.",
+        description="Collect real episodes of Memory Maze or Crafter (one .npz per episode, official "
+        "offline-dataset keys) with N worker processes. Re-running the same command resumes.",
     )
     if args.merge:
         try:

@@ -1,4 +1,5 @@
-"""Planners judged in the real env: each planner vs a random policy vs a scripted oracle, on unseen mazes.
+"""Planners judged in the real env: each planner vs a random policy (vs a scripted oracle in Memory Maze), on
+unseen worlds (mazes, Crafter maps).
 
     python -m planners.evaluate --checkpoint runs/demo/checkpoint.pt                  # cpu preset, 3 x 200 steps
     python -m planners.evaluate --checkpoint RUN/checkpoint.pt --episodes 5 --max-steps 300 \\
@@ -9,7 +10,8 @@ trained on: the demo data uses 0-39 and 100-139):
   1. runs ``--episodes`` real episodes of at most ``--max-steps`` steps (Memory Maze 9x9's own limit is 1000
      steps; planning every step costs a second, so the evaluation caps it): the planners through
      :class:`planners.controller.MPCController`, ``random`` (uniform actions) and ``oracle``
-     (:class:`envs.policies.OraclePolicy`, which knows the map and the targets);
+     (:class:`envs.policies.OraclePolicy`, which knows the map and the targets; Memory Maze only: for an env whose
+     ``info`` lacks what it reads, e.g. Crafter, it is left out and the results say so);
   2. reports per method the return, the reward rate per 100 steps (mean and 95% t-interval over episodes), the
      paired difference to ``random`` on the same seeds (a planner "beats random" when that interval excludes 0),
      mean seconds per decision and imagined sample-steps per second;
@@ -20,7 +22,7 @@ trained on: the demo data uses 0-39 and 100-139):
   4. measures throughput: the planner's imagined samples/s next to the model's plain streaming step (decoded
      frames, the dream env's cost, as ``benchmarks.dream_speed``) and its planning step at the same batch;
   5. with ``--heldout-episodes``: the checkpoint's action sensitivity (``worldmodel.evaluate.action_sensitivity``,
-     as ``benchmarks.action_following``) beside the results;
+     as ``benchmarks.action_following``) beside the results (it knows Memory Maze's six actions only);
   6. TensorBoard (``WORK/tb``): for the first ``--record`` decisions of each planner's first episode, the best
      imagined future (decoded) above what really happened, and their difference.
 
@@ -61,7 +63,7 @@ from planners.base import Planner, rollout_returns  # noqa: E402
 from planners.config import PLANNER_PRESETS, PlannerConfig, planner_config  # noqa: E402
 from planners.controller import EpisodeResult, MPCController, frame_of  # noqa: E402
 from planners.dream_model import WorldModelDream  # noqa: E402
-from worldmodel.evaluate import action_sensitivity  # noqa: E402
+from worldmodel.evaluate import MEMORY_MAZE_ACTIONS, action_sensitivity  # noqa: E402
 from worldmodel.train import LatentEpisodes  # noqa: E402
 from worldmodel.utils import git_commit, resolve_device, save_figure  # noqa: E402
 
@@ -89,7 +91,8 @@ class EvaluateJob:
     planner: PlannerConfig = field(default_factory=lambda: planner_config("cpu"))
     """Search settings shared by every planner."""
     methods: tuple[Method, ...] = ("random_shooting", "cem", "mppi", "random", "oracle")
-    """What to run: planners (random_shooting, cem, mppi) and baselines (random, oracle)."""
+    """What to run: planners (random_shooting, cem, mppi) and baselines (random, oracle: Memory Maze only, left
+    out for other envs)."""
     env: str | None = None
     """Gymnasium id of the real env (None: the one the checkpoint was trained for)."""
     episodes: int = 3
@@ -423,19 +426,43 @@ def evaluate(job: EvaluateJob) -> dict:
     return res
 
 
+def oracle_missing(env: gymnasium.Env, seed: int) -> str | None:
+    """Why the scripted oracle cannot act in ``env`` (the ``info`` keys it reads that the env's reset does not
+    report, e.g. Crafter's), or None when it can."""
+    _, info = env.reset(seed=int(seed))
+    missing = [k for k in OraclePolicy.needs if k not in info]
+    if not missing:
+        return None
+    name = env.spec.id if env.spec is not None else type(env.unwrapped).__name__
+    return f"the oracle reads info keys {', '.join(missing)} (Memory Maze's map and target), which {name} lacks"
+
+
 def _evaluate(job: EvaluateJob, folder: Path) -> dict:
     device = resolve_device(job.device)
     wm = worldmodel.load(job.checkpoint, device=device)
     env_id = job.env or wm.config.env_id
     env = gymnasium.make(env_id)
     model = WorldModelDream(wm, action_space=env.action_space)
+    n_actions = int(env.action_space.n)
+    if job.heldout_episodes is not None and n_actions != len(MEMORY_MAZE_ACTIONS.mirror):
+        env.close()
+        raise ValueError(
+            f"--heldout-episodes: the action sensitivity knows Memory Maze's {len(MEMORY_MAZE_ACTIONS.mirror)} "
+            f"actions (turns, forward, their mirror images); {env_id} has {n_actions}: leave the option out"
+        )
     cfg = job.planner
     seeds = [job.seed + i for i in range(job.episodes)]
     records: dict[str, list[dict]] = {}
+    skipped: dict[str, str] = {}
+    if "oracle" in job.methods:
+        why = oracle_missing(env, seeds[0])
+        if why is not None:
+            skipped["oracle"] = why
+            print(f"note: oracle left out: {why}")
     oracle_episodes = []
     writer = None
     try:
-        for method in job.methods:
+        for method in (m for m in job.methods if m not in skipped):
             records[method] = []
             for seed in seeds:
                 path = _episode_path(folder, method, seed)
@@ -445,7 +472,7 @@ def _evaluate(job: EvaluateJob, folder: Path) -> dict:
                     continue
                 bar = tqdm(total=job.max_steps, desc=f"{method} seed {seed}", unit="step", disable=not job.progress)
                 if method in BASELINES:
-                    policy = OraclePolicy() if method == "oracle" else RandomPolicy()
+                    policy = OraclePolicy() if method == "oracle" else RandomPolicy(n_actions)
                     rewards, actions, frames = run_policy_episode(env, policy, seed, job.max_steps)
                     bar.update(len(rewards))
                     rec = _episode_record(method, seed, rewards)
@@ -485,11 +512,12 @@ def _evaluate(job: EvaluateJob, folder: Path) -> dict:
         env.close()
         if writer is not None:
             writer.close()
-    return summarise(job, records, diagnosis, speed, sens, env_id, device)
+    return summarise(job, records, diagnosis, speed, sens, env_id, device, skipped)
 
 
-def summarise(job, records, diagnosis, speed, sens, env_id, device) -> dict:
-    """The results dict: per method the episodes and their statistics, paired differences to random, goals."""
+def summarise(job, records, diagnosis, speed, sens, env_id, device, skipped=None) -> dict:
+    """The results dict: per method the episodes and their statistics, paired differences to random, goals;
+    ``skipped``: methods left out, with the reason (the oracle outside Memory Maze)."""
     methods = {}
     rand = {r["seed"]: r["reward_rate_per_100"] for r in records.get("random", [])}
     for method, recs in records.items():
@@ -514,7 +542,9 @@ def summarise(job, records, diagnosis, speed, sens, env_id, device) -> dict:
     planners_run = [m for m in records if m in PLANNER_CLASSES]
     return {
         "benchmark": "planners",
-        "what": "MPC planners in the real env vs a random policy and a scripted oracle (unseen mazes)",
+        "what": "MPC planners in the real env vs a random policy and a scripted oracle (unseen mazes)"
+        if "oracle" in records
+        else "MPC planners in the real env vs a random policy (unseen worlds)",
         "checkpoint": str(job.checkpoint),
         "env": env_id,
         "seeds": [job.seed + i for i in range(job.episodes)],
@@ -523,6 +553,7 @@ def summarise(job, records, diagnosis, speed, sens, env_id, device) -> dict:
         "planner": dataclasses.asdict(job.planner),
         "samples_per_decision": job.planner.samples_per_decision,
         "methods": methods,
+        "skipped": dict(skipped or {}),
         "reward_horizon": diagnosis,
         "throughput": speed,
         "action_sensitivity": sens,
@@ -560,6 +591,8 @@ def markdown(res: dict) -> str:
             f"| {name} | {ret['n']} | {ret['mean']:.2f} ± {ret['ci95']:.2f} | {rate['mean']:.2f} ± {rate['ci95']:.2f} "
             f"| {dtxt} | {secs} | {sps} |"
         )
+    for name, why in res.get("skipped", {}).items():
+        lines.append(f"| {name} | left out: {why} | | | | | |")
     tp = res["throughput"]
     lines += [
         "",
@@ -613,7 +646,7 @@ def plot(res: dict) -> Figure:
     ax1.bar(range(len(names)), [r["mean"] for r in rates], yerr=[r["ci95"] for r in rates], color=colors, capsize=4)
     ax1.set_xticks(range(len(names)), names, rotation=20)
     ax1.set_ylabel("real reward per 100 steps (95% CI)")
-    ax1.set_title(f"{len(res['seeds'])} unseen mazes x {res['max_steps']} steps", fontsize=9)
+    ax1.set_title(f"{len(res['seeds'])} unseen worlds x {res['max_steps']} steps", fontsize=9)
     planners = [n for n in names if n in PLANNER_CLASSES]
     if planners:
         ax2.bar(range(len(planners)), [res["methods"][n]["decision_seconds"] for n in planners], color="C0")

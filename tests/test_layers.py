@@ -16,6 +16,7 @@ LAYER_OF = {
     "envs.video": "data",
     "envs.activation": "real",
     "envs.memory_maze": "real",
+    "envs.crafter": "real",
     "envs.policies": "real",
     "envs.collect": "real",
     "envs.minerl": "real",

@@ -113,12 +113,23 @@ class WorldModelConfig:
 
 
 def world_model_config(preset: str, variant: str = "hybrid", **overrides) -> WorldModelConfig:
-    """The world model of a preset ("tiny", "cpu", "paper"); `variant` picks a backbone baseline."""
+    """The world model of a preset ("tiny", "cpu", "paper"); `variant` picks a backbone baseline. A
+    ``num_actions`` override sizes the backbone's action embedding too."""
     ae = autoencoder_config(preset)
     c, h, w = ae.latent_shape
-    bb = backbone_config(preset, variant, latent_channels=c, latent_size=(h, w))
+    n = overrides.get("num_actions", WorldModelConfig.__dataclass_fields__["num_actions"].default)
+    bb = backbone_config(preset, variant, latent_channels=c, latent_size=(h, w), num_actions=n)
     diff = DiffusionConfig(**presets.DIFFUSION[preset])
     return WorldModelConfig(autoencoder=ae, backbone=bb, diffusion=diff, **overrides)
+
+
+def with_env(cfg: WorldModelConfig, num_actions: int, env_id: str | None = None) -> WorldModelConfig:
+    """``cfg`` for a real env with ``num_actions`` discrete actions (the backbone's action embedding sized to
+    match) and, when given, the id ``env_id``: what the episodes a model trains on say about their env."""
+    bb = cfg.backbone
+    if bb.num_actions is not None:
+        bb = dataclasses.replace(bb, num_actions=int(num_actions))
+    return dataclasses.replace(cfg, backbone=bb, num_actions=int(num_actions), env_id=env_id or cfg.env_id)
 
 
 ENCODE_BATCH = 256  # frames through the autoencoder at once: bounds its activation memory on long episodes

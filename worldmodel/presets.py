@@ -2,10 +2,11 @@
 
 Presets: ``tiny`` (tests: seconds on a CPU), ``cpu`` (the demo: minutes on 2 cores), ``long`` (the cpu model
 trained 4x longer, about an hour on 2 cores: ``make train-long``), ``recall`` (the cpu model trained on 64- then
-96-frame windows, for the recall benchmark's sweep of every variant: ``make bench-recall``), ``paper`` (~200M
-parameters, the paper's windows, a GPU). ``long`` shares every table entry with ``cpu`` except its world-model
-training steps; ``recall`` shares the cpu autoencoder and sampler, its backbone differs only in the windowed
-Transformer baseline's window.
+96-frame windows, for the recall benchmark's sweep of every variant: ``make bench-recall``), ``crafter`` (the cpu
+model for Crafter's busier frames: a 16-channel latent, within the demo's budget: ``make train-crafter``),
+``paper`` (~200M parameters, the paper's windows, a GPU). ``long`` shares every table entry with ``cpu`` except
+its world-model training steps; ``recall`` shares the cpu autoencoder and sampler, its backbone differs only in
+the windowed Transformer baseline's window; ``crafter`` shares the cpu backbone and sampler.
 
 One table per component; each entry holds keyword arguments of that component's config, and a field an entry does
 not name keeps its dataclass default. The functions that build
@@ -38,7 +39,7 @@ __all__ = [
     "preset_from_argv",
 ]
 
-Preset = Literal["tiny", "cpu", "long", "recall", "paper"]
+Preset = Literal["tiny", "cpu", "long", "recall", "crafter", "paper"]
 PRESETS: tuple[str, ...] = get_args(Preset)
 
 # The frame <-> latent autoencoder (AutoencoderConfig fields).
@@ -49,6 +50,11 @@ AUTOENCODER: dict[str, dict[str, Any]] = {
     "cpu": dict(channels=(16, 32, 64, 128), blocks=(0, 1, 1, 2), latent_channels=8),
     "long": "cpu",
     "recall": "cpu",  # the same frames and latent: the demo's trained autoencoder can be shared (--autoencoder)
+    # Crafter's frames are busier than the maze's: a 9x7 grid of 7-pixel textured cells (grass, trees, stone,
+    # water, creatures) over two rows of inventory icons and digits, where the maze is walls, floor and sky. The
+    # cpu encoder with twice the latent channels: 64x64x3 -> 16 x 8x8 (1024 numbers per frame, 12x compression
+    # instead of 24x); the tokens the backbone sees grow from 32 to 64 numbers, its cost hardly changes.
+    "crafter": dict(channels=(16, 32, 64, 128), blocks=(0, 1, 1, 2), latent_channels=16),
     # 64x64x3 -> 8 x 16x16, wider and deeper
     "paper": dict(downsample=4, channels=(64, 128, 256), blocks=(1, 2, 2), latent_channels=8, norm_groups=32),
 }
@@ -95,6 +101,7 @@ BACKBONE: dict[str, dict[str, Any]] = {
     # as the paper's 192 frames are of its 800 (frame-local attention: 10 frames); revisits in the recall data
     # come 40-80 frames later (see benchmarks/recall.py), beyond both windows and inside the training window.
     "recall": {**_CPU_BACKBONE, "window_frames": 24},
+    "crafter": "cpu",  # 16 tokens per frame: more tokens (patch 1: 64) would cost ~4x, beyond the demo budget
     "paper": dict(
         patch=2,
         dim=768,
@@ -117,6 +124,7 @@ DIFFUSION: dict[str, dict[str, Any]] = {
     "cpu": dict(sampling_steps=2),
     "long": "cpu",
     "recall": "cpu",
+    "crafter": "cpu",
     "paper": dict(sampling_steps=10),
 }
 
@@ -192,6 +200,25 @@ TRAINING: dict[str, dict[str, Any]] = {
         eval_batch=8,
         compile=False,
     ),
+    # Crafter within the demo's budget (at most ~15 minutes of world-model training on 2 cores): the cpu recipe
+    # with 720 steps instead of 800. At the measured cpu-preset speed on quiet cores (DESIGN.md: ~1.1 steps/s at
+    # 8 x 32 frames, so ~1.4 s per step at 48), 504 steps at 32 frames + 216 at 48 are ~13 min, plus evaluations.
+    # The 48-frame windows also hold the recall benchmark's crafter reasoning protocol (32 context + 16
+    # generated, the paper's Minecraft 100 + 50 scaled). A random-repeat Crafter player lives 150-250 steps, so
+    # every episode holds several windows.
+    "crafter": dict(
+        steps=720,
+        batch_size=8,
+        curriculum=((0.0, 32), (0.7, 48)),
+        lr=1e-3,
+        warmup=100,
+        eval_every=240,
+        ckpt_every=80,
+        eval_context=16,
+        eval_horizon=16,
+        eval_batch=8,
+        compile=False,
+    ),
     "paper": dict(
         steps=200_000,
         batch_size=16,
@@ -207,12 +234,14 @@ TRAINING: dict[str, dict[str, Any]] = {
     ),
 }
 
-# Stage 1, the autoencoder: optimiser steps and batch size (cpu: about 3-4 minutes on 2 cores).
+# Stage 1, the autoencoder: optimiser steps and batch size (cpu: about 3-4 minutes on 2 cores; crafter: 1.5x the
+# steps for the busier frames, about 5 minutes).
 AUTOENCODER_TRAINING: dict[str, dict[str, Any]] = {
     "tiny": dict(steps=30, batch_size=16),
     "cpu": dict(steps=800, batch_size=32),
     "long": "cpu",
     "recall": "cpu",
+    "crafter": dict(steps=1200, batch_size=32),
     "paper": dict(steps=100_000, batch_size=64),
 }
 

@@ -30,12 +30,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from envs import frame_env_id
 from envs.episodes import EpisodeStore, file_digest, read_header
 from envs.fileio import RunLock, clean_stale_temps
 
 from .utils import atomic_write_json
 
-__all__ = ["SPLIT_FILE", "RunSplit", "check_frame_shapes", "open_run_folder", "plan_split", "write_split"]
+__all__ = [
+    "SPLIT_FILE",
+    "RunSplit",
+    "check_frame_shapes",
+    "episode_actions",
+    "episode_env",
+    "open_run_folder",
+    "plan_split",
+    "write_split",
+]
 
 SPLIT_FILE = "split.json"
 
@@ -157,6 +167,36 @@ def check_frame_shapes(paths: Sequence[str | os.PathLike], shape: Sequence[int],
                 f"{p}: frames are {'x'.join(map(str, got))}, {what} expects "
                 f"{'x'.join(map(str, want))} (H x W x channels)"
             )
+
+
+def episode_actions(paths: Sequence[str | os.PathLike]) -> int:
+    """The number of discrete actions of the episode files (the width A of their one-hot ``action`` (T+1, A)),
+    the same in every file; a ValueError naming the first file that differs. Reads only the headers."""
+    count, first = None, None
+    for p in paths:
+        width = int(read_header(p)["action"][0][1])
+        if count is None:
+            count, first = width, p
+        elif width != count:
+            raise ValueError(
+                f"{p}: actions are one-hot over {width} actions, but {first} has {count}: one model learns one env's "
+                "actions (keep each env's episodes in their own folder)"
+            )
+    if count is None:
+        raise ValueError("no episode files: cannot tell the number of actions")
+    return count
+
+
+def episode_env(store: EpisodeStore) -> str | None:
+    """The env id the folder's episodes were collected from (its ``manifest.json``, written by
+    ``python -m envs.collect``), as the world model stands in for it (``envs.frame_env_id``: a Memory Maze
+    ``-ExtraObs`` id becomes its frame-only twin); None without a manifest (e.g. the official Memory Maze data)."""
+    try:
+        manifest = store.manifest
+    except (ValueError, OSError) as e:
+        raise ValueError(f"{store.folder / 'manifest.json'}: unreadable ({e}); move it away or repair it") from e
+    env = (manifest or {}).get("env")
+    return frame_env_id(str(env)) if env else None
 
 
 def open_run_folder(run_dir: str | os.PathLike, what: str) -> RunLock:

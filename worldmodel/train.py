@@ -54,8 +54,16 @@ from . import distributed, presets
 from .backbone import VARIANTS, Variant
 from .config import check_config, config_from_dict, config_to_dict
 from .evaluate import evaluate, reward_precision_recall
-from .model import LossNoise, WorldModel, WorldModelConfig, check_model_config, world_model_config
-from .run_folder import RunSplit, check_frame_shapes, open_run_folder, plan_split, write_split
+from .model import LossNoise, WorldModel, WorldModelConfig, check_model_config, with_env, world_model_config
+from .run_folder import (
+    RunSplit,
+    check_frame_shapes,
+    episode_actions,
+    episode_env,
+    open_run_folder,
+    plan_split,
+    write_split,
+)
 from .train_autoencoder import load_autoencoder, train_autoencoder
 from .utils import (
     atomic_torch_save,
@@ -450,7 +458,10 @@ def train(
     The evaluations run on the split's test episodes, or on the episodes of the folder ``heldout`` when given
     (episodes collected with other seeds: unseen mazes, and enough of them to hold some reward events).
 
-    ``model_cfg`` defaults to ``world_model_config(cfg.preset, cfg.variant)``. The autoencoder (stage 1) is
+    ``model_cfg`` defaults to ``world_model_config(cfg.preset, cfg.variant)``; either way its env comes from the
+    episodes: the number of actions from their one-hot width, the env id from the folder's manifest when it has
+    one (``worldmodel.model.with_env``; Crafter episodes give 17 actions and ``longdream/Crafter-v0``). The
+    autoencoder (stage 1) is
     trained first when the run has none (or continued when interrupted). ``resume=True`` continues
     RUN_DIR/checkpoint.pt exactly; without it an existing checkpoint is refused. ``stop_after`` ends this
     invocation after that many steps (checkpoint written, schedule unchanged), as an interruption would.
@@ -476,7 +487,7 @@ def train(
     ckpt_path = run_dir / "checkpoint.pt"
     held: dict = {}  # what rank 0's preparation keeps for itself: the run folder's lock, the checkpoint read
 
-    def prepare() -> tuple[RunSplit, list[Path]]:
+    def prepare() -> tuple[RunSplit, list[Path], WorldModelConfig]:
         """1.-2. (rank 0) the checks on files, then the run folder locked and the split recorded."""
         if run_dir.exists() and not run_dir.is_dir():
             raise ValueError(f"run folder {run_dir} is a file, not a folder")
@@ -486,16 +497,17 @@ def train(
             raise FileNotFoundError(f"--resume: no checkpoint at {ckpt_path}")
         if resume:
             held["ckpt"] = ckpt = _read_checkpoint(ckpt_path)
-            check_model_config(model_cfg, ckpt["config"]["model"], ckpt_path)
             _check_resumable(config_from_dict(TrainConfig, ckpt["config"]["train"], ckpt_path), cfg, ckpt_path)
-        split, eval_paths = _plan_episodes(cfg, model_cfg, episodes, run_dir, heldout)
+        split, eval_paths, env_cfg = _plan_episodes(cfg, model_cfg, episodes, run_dir, heldout)
+        if resume:
+            check_model_config(env_cfg, held["ckpt"]["config"]["model"], ckpt_path)
         # 2. the run folder, locked for the whole run
         held["lock"] = open_run_folder(run_dir, what="training")
         write_split(run_dir, split)
-        return split, eval_paths
+        return split, eval_paths, env_cfg
 
     try:
-        split, eval_paths = distributed.from_main(prepare)
+        split, eval_paths, model_cfg = distributed.from_main(prepare)
         ckpt = held.get("ckpt") or (_read_checkpoint(ckpt_path) if resume else None)
         return _fit(cfg, model_cfg, run_dir, dev, split, ckpt, stop_after, progress, eval_paths)
     finally:
@@ -509,9 +521,10 @@ def _plan_episodes(
     episodes: str | Path,
     run_dir: Path,
     heldout: str | Path | None,
-) -> tuple[RunSplit, list[Path]]:
-    """1. the run's split (drawn at its first start, recorded, kept after) and the evaluation episodes, checked
-    before any work (frame size, windows long enough)."""
+) -> tuple[RunSplit, list[Path], WorldModelConfig]:
+    """1. the run's split (drawn at its first start, recorded, kept after), the evaluation episodes, checked
+    before any work (frame size, windows long enough), and ``model_cfg`` for the env the episodes come from
+    (its action count and id)."""
     need = cfg.max_window
     try:
         store = EpisodeStore(episodes)
@@ -528,6 +541,8 @@ def _plan_episodes(
         check_frame_shapes(eval_paths, model_cfg.obs_shape, what=f"the {cfg.preset} model")
         if Path(heldout).resolve() == Path(episodes).resolve():
             raise ValueError(f"held-out episodes {heldout}: that is the training folder (its episodes are trained on)")
+    # the env the model stands in for: its actions and id, from the episodes
+    model_cfg = with_env(model_cfg, episode_actions(split.train + split.test + eval_paths), episode_env(store))
     lengths = dict(zip(store.paths, store.lengths))
     longest = max((lengths[p] for p in split.train), default=0)
     if longest < need:
@@ -535,7 +550,7 @@ def _plan_episodes(
             f"{episodes}: training windows need episodes of at least {need} frames; "
             f"the longest of {len(split.train)} training episode(s) has {longest}"
         )
-    return split, eval_paths
+    return split, eval_paths, model_cfg
 
 
 def _fit(

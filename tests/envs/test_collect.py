@@ -191,15 +191,21 @@ def test_collect_episode_aligns_actions_rewards_and_frames():
     np.testing.assert_array_equal(data["agent_pos"][:, 0], 0.5 + np.arange(13) % 5)
 
 
-def test_collect_episode_refuses_an_early_end_and_an_env_without_state():
-    """An env that ends before `steps` and one whose info lacks Memory Maze's state keys fail with clear errors."""
+def test_collect_episode_ends_at_termination_and_refuses_an_early_truncation_and_an_env_without_state():
+    """A terminated episode (a Crafter player dies) ends there, its arrays shorter; a time limit before `steps` and
+    an env whose info lacks Memory Maze's state keys fail with clear errors."""
 
-    def ends_at_3(env, action):
+    def ends_at_3(env, action, truncate=False):
         frame, reward, _, _, info = default_step(env, action)
-        return frame, reward, env.t >= 3, False, info
+        return frame, reward, env.t >= 3 and not truncate, env.t >= 3 and truncate, info
 
-    with pytest.raises(RuntimeError, match="episode ended after 3 of 10 steps"):
-        collect_episode(FakeMazeEnv(step_func=ends_at_3), RandomPolicy(), seed=0, steps=10)
+    data = collect_episode(FakeMazeEnv(step_func=ends_at_3), RandomPolicy(), seed=0, steps=10)
+    assert {k: len(v) for k, v in data.items()} == {k: 4 for k in data}  # frames 0..3, all keys alike
+    for t in range(4):
+        np.testing.assert_array_equal(data["image"][t], frame_of(t, data["action"][t].argmax() if t else 0, 0))
+    truncating = FakeMazeEnv(step_func=lambda env, a: ends_at_3(env, a, truncate=True))
+    with pytest.raises(RuntimeError, match="episode truncated after 3 of 10 steps"):
+        collect_episode(truncating, RandomPolicy(), seed=0, steps=10)
 
     def no_state(env, seed=None, options=None):
         env.frame = frame_of(0, 0, 0)
@@ -221,7 +227,9 @@ def test_a_refused_command_writes_nothing_and_the_corrected_one_is_accepted(tmp_
         (["--workers", "0"], "--workers 0: expected >= 1"),
         (["--steps", "61"], "--steps 61: expected 1..60"),
         (["--revisit-steps", "0"], "--revisit-steps 0: expected 1..5"),
-        (["--env", "CartPole-v1"], "'CartPole-v1': expected a longdream/MemoryMaze-* id"),
+        (["--env", "CartPole-v1"], "'CartPole-v1': expected a real env id"),
+        (["--policy", "random", "--no-fast", "--env", "longdream/Crafter-v0"], "--no-fast: longdream/Crafter-v0 has"),
+        (["--env", "longdream/Crafter-v0"], "--policy explore: reads info keys agent_pos, agent_dir, maze_layout"),
     ):
         assert main([*base, "--out", str(out), *bad]) == 2, bad
         err = capsys.readouterr().err

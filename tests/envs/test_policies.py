@@ -6,7 +6,16 @@ import pytest
 
 from envs.collect import CollectConfig, collect
 from envs.episodes import load_episode
-from envs.policies import PHASES, SEGMENT_STEPS, MixedPolicy, Navigator, OraclePolicy, cell_of, make_policy
+from envs.policies import (
+    PHASES,
+    SEGMENT_STEPS,
+    MixedPolicy,
+    Navigator,
+    OraclePolicy,
+    RandomRepeatPolicy,
+    cell_of,
+    make_policy,
+)
 
 ENV = "longdream/MemoryMaze-9x9-ExtraObs-v0"
 
@@ -140,3 +149,40 @@ def test_oracle_collects_rewards_in_the_real_maze_where_random_does_not():
     env.close()
     assert totals["oracle"] >= 2
     assert totals["oracle"] > totals["random"]
+
+
+def test_random_repeat_holds_each_draw_one_to_four_steps_and_favours_the_moves():
+    """random_repeat: runs of one action last 1-4 steps (a run may hold two equal draws), about half the draws
+    are moves, every action in [0, n) occurs, and the same rng gives the same actions; random draws from n."""
+    moves = (1, 2, 3, 4)
+
+    def actions(seed, steps=4000):
+        policy = make_policy("random_repeat", n_actions=17, move_actions=moves)
+        policy.reset({}, np.random.default_rng(seed))
+        return np.array([policy.act({}) for _ in range(steps)])
+
+    a = actions(0)
+    np.testing.assert_array_equal(a, actions(0))
+    assert set(a.tolist()) == set(range(17))
+    starts = np.flatnonzero(np.diff(a)) + 1
+    runs = np.diff(np.concatenate([[0], starts, [len(a)]]))
+    assert runs.min() >= 1 and np.mean(runs <= 4) > 0.9  # longer runs only where one action was drawn twice
+    draws = a[np.concatenate([[0], starts])]
+    expected = 0.5 + 0.5 * len(moves) / 17  # a move, or a uniform draw that is a move
+    assert abs(np.isin(draws, moves).mean() - expected) < 0.05
+    uniform = make_policy("random", n_actions=17)
+    uniform.reset({}, np.random.default_rng(0))
+    assert max(uniform.act({}) for _ in range(500)) == 16
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"n_actions": 0}, "n_actions=0"),
+        ({"n_actions": 4, "move_actions": (5,)}, r"move_actions=\(5,\): \[5\] outside the actions \[0, 4\)"),
+        ({"n_actions": 4, "repeat_steps": (3, 2)}, r"repeat_steps=\(3, 2\)"),
+    ],
+)
+def test_bad_random_repeat_settings_are_named(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        RandomRepeatPolicy(**kwargs)

@@ -15,8 +15,8 @@ from worldmodel.train_autoencoder import parse_args as ae_parse_args
 
 
 def test_every_table_covers_every_preset():
-    """Each component's table names exactly the presets tiny, cpu, long, recall and paper."""
-    assert presets.PRESETS == ("tiny", "cpu", "long", "recall", "paper")
+    """Each component's table names exactly the presets tiny, cpu, long, recall, crafter and paper."""
+    assert presets.PRESETS == ("tiny", "cpu", "long", "recall", "crafter", "paper")
     for table in (
         presets.AUTOENCODER,
         presets.BACKBONE,
@@ -139,3 +139,13 @@ def test_long_is_the_cpu_model_trained_four_times_longer():
     assert long.steps == 4 * cpu.steps
     assert (long.batch_size, long.curriculum, long.lr) == (cpu.batch_size, cpu.curriculum, cpu.lr)
     assert world_model_config("long") == world_model_config("cpu")
+
+
+def test_the_crafter_preset_is_the_cpu_model_with_a_wider_latent_and_fewer_steps():
+    """crafter: the cpu backbone and sampler on a 16-channel 8x8 latent, 720 steps of 32 then 48 frames."""
+    cfg, cpu = world_model_config("crafter", num_actions=17), world_model_config("cpu")
+    assert cfg.autoencoder.latent_shape == (16, 8, 8) and cfg.autoencoder.channels == cpu.autoencoder.channels
+    assert dataclasses.replace(cfg.backbone, latent_channels=8, num_actions=6) == cpu.backbone
+    assert cfg.backbone.num_actions == 17 and cfg.diffusion == cpu.diffusion
+    t = TRAIN_PRESETS["crafter"]
+    assert (t.steps, t.curriculum, t.ae_steps) == (720, ((0.0, 32), (0.7, 48)), 1200)

@@ -589,6 +589,28 @@ def test_an_episode_of_the_wrong_frame_size_is_named(synthetic_episodes, tmp_pat
     assert not (tmp_path / "run").exists()
 
 
+def test_the_env_comes_from_the_episodes_and_mixed_action_counts_are_named(synthetic_episodes, tmp_path):
+    """The model's actions are the episodes' one-hot width and its env id the manifest's (frame-only twin);
+    episodes of two action counts in one folder are refused, naming a file of each."""
+    eps = synthetic_episodes(n=3, steps=12)
+    (eps / "manifest.json").write_text(json.dumps({"env": "longdream/MemoryMaze-9x9-ExtraObs-v0"}))
+    for name in ("ep_00000.npz", "ep_00001.npz", "ep_00002.npz"):
+        with np.load(eps / name) as f:
+            data = {k: f[k] for k in f.files}
+        data["action"] = np.concatenate([data["action"], np.zeros((len(data["action"]), 11), np.float32)], 1)
+        np.savez_compressed(eps / name, **data)
+    model, _ = train(tiny_cfg(steps=1), eps, tmp_path / "run", progress=False)
+    assert (model.config.num_actions, model.config.backbone.num_actions) == (17, 17)
+    assert model.config.env_id == "longdream/MemoryMaze-9x9-v0"
+    assert load(tmp_path / "run" / "checkpoint.pt").config.num_actions == 17
+    with np.load(eps / "ep_00001.npz") as f:
+        data = {k: f[k] for k in f.files}
+    data["action"] = data["action"][:, :6]
+    np.savez_compressed(eps / "ep_00001.npz", **data)
+    with pytest.raises(ValueError, match=r"ep_00001.npz: actions are one-hot over 6 actions, but .*ep_0000[02].npz"):
+        train(tiny_cfg(steps=1), eps, tmp_path / "run2", progress=False)
+
+
 def _checkpoint_step(path):
     try:
         return int(torch_load(path)["step"])
