@@ -1,10 +1,12 @@
-"""What the distributed-training tests run in each process: a one-step gradient check (torch.multiprocessing), and,
+"""What the distributed-training tests run in each process: a one-step gradient check and a run whose final evaluation
+outlasts the collective timeout (torch.multiprocessing), and,
 as a script under torchrun, ``python -m worldmodel.train`` with a record of every file this process writes.
 
     torchrun --standalone --nproc_per_node 2 tests/worldmodel/ddp_workers.py AUDIT_DIR WATCHED_DIR -- TRAIN_ARGS...
 """
 
 import dataclasses
+import datetime
 import json
 import os
 import sys
@@ -14,6 +16,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+import worldmodel.train as train_module
 from worldmodel import distributed
 from worldmodel.autoencoder import Autoencoder
 from worldmodel.model import WorldModel, world_model_config
@@ -70,10 +73,6 @@ def slow_final_evaluation_worker(
     """torch.multiprocessing.spawn target: a tiny 2-step ``train`` in a gloo group whose collectives time out after
     ``timeout_s`` seconds, rank 0's final evaluation taking ``eval_s`` seconds longer (as a paper-scale one takes
     hours): every process must still return (the others must not wait for it at a timed collective)."""
-    import datetime
-
-    import worldmodel.train as train_module
-
     torch.set_num_threads(1)
     timeout = datetime.timedelta(seconds=timeout_s)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world, timeout=timeout)
