@@ -385,6 +385,9 @@ def merge_shards(shards: list[str | Path], out: str | Path) -> dict:
         if not path.is_file():
             raise ValueError(f"--merge {folder}: no {MANIFEST}; expected a folder written by python -m envs.collect")
         manifests[folder] = _read_manifest(path)
+        lacks = [k for k in ("format", *_SETTINGS, "episode_seed", "files") if k not in manifests[folder]]
+        if lacks:
+            raise ValueError(f"{path}: lacks {lacks}; expected the manifest of a python -m envs.collect folder")
     first, ref = next(iter(manifests.items()))
     for folder, m in manifests.items():
         diff = [k for k in (*_SETTINGS, "episode_seed", "files") if m.get(k) != ref.get(k)]
