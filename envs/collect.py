@@ -398,14 +398,22 @@ def _versions() -> dict[str, str]:
     return out
 
 
+def _read_manifest(path: Path) -> dict:
+    """The manifest at ``path``; a ValueError naming it when it is not JSON or not a JSON object."""
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: unreadable manifest ({e}); move it away or use a new --out") from e
+    if not isinstance(manifest, dict):
+        raise ValueError(f"{path}: holds a JSON {type(manifest).__name__}; expected an object")
+    return manifest
+
+
 def _check_manifest(out: Path, settings: dict) -> dict | None:
     path = out / MANIFEST
     if not path.is_file():
         return None
-    try:
-        old = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: unreadable manifest ({e}); move it away or use a new --out") from e
+    old = _read_manifest(path)
     diff = {k: (old.get(k), settings[k]) for k in _SETTINGS if old.get(k) != settings[k]}
     if diff:
         listing = ", ".join(f"{k}: folder has {a!r}, command has {b!r}" for k, (a, b) in diff.items())
@@ -445,7 +453,10 @@ def merge_shards(shards: list[str | Path], out: str | Path) -> dict:
         path = folder / MANIFEST
         if not path.is_file():
             raise ValueError(f"--merge {folder}: no {MANIFEST}; expected a folder written by python -m envs.collect")
-        manifests[folder] = json.loads(path.read_text())
+        manifests[folder] = _read_manifest(path)
+        lacks = [k for k in ("format", *_SETTINGS, "episode_seed", "files") if k not in manifests[folder]]
+        if lacks:
+            raise ValueError(f"{path}: lacks {lacks}; expected the manifest of a python -m envs.collect folder")
     first, ref = next(iter(manifests.items()))
     for folder, m in manifests.items():
         diff = [k for k in (*_SETTINGS, "episode_seed", "files") if m.get(k) != ref.get(k)]

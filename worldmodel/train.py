@@ -11,7 +11,7 @@ equal share of it, ``micro_batch`` windows at a time (gradient accumulation); th
 window's noise are drawn from seeds derived from (seed, step, position in the global batch), so neither the
 number of processes nor the micro-batch changes what is learned, and a checkpoint written by N processes
 resumes on M. Only rank 0 writes files (checkpoint, config, split, TensorBoard, evaluation, strip) and holds
-the lock; it evaluates while the others wait.
+the lock; it evaluates while the others wait (the final evaluation after they have returned).
 
 Run folder layout:
     RUN_DIR/config.json            resolved TrainConfig + WorldModelConfig
@@ -718,7 +718,8 @@ def _fit(
         res["processes"] = ctx.world_size
         res["history_tail"] = history[-5:]
         atomic_write_json(run_dir / "eval.json", res)
-    distributed.barrier()  # every process returns once the run's files are written
+    # no barrier: the others return now instead of waiting for this evaluation at a collective, whose timeout
+    # (distributed.TIMEOUT) a paper-scale one (every training episode) outlasts; torchrun waits for every process
     return model, res
 
 

@@ -544,3 +544,22 @@ def test_bad_shards_and_merges_are_named(tmp_path, capsys):
     assert "hold different collections (they differ in ['seed'])" in capsys.readouterr().err
     assert main(["--merge", str(tmp_path / "nothing"), "--out", str(tmp_path / "m")]) == 2
     assert "no manifest.json" in capsys.readouterr().err
+
+
+def test_an_unreadable_shard_manifest_is_named(tmp_path, capsys):
+    """--merge: a shard whose manifest.json is not JSON, not a JSON object or not a collection's manifest is a
+    one-line error naming the file."""
+    base = ["--env", FAKE, "--episodes", "2", "--steps", "5", "--policy", "random", "--quiet"]
+    shard = tmp_path / "shard0"
+    assert main([*base, "--out", str(shard), "--num-shards", "2", "--shard-index", "0"]) == 0
+    manifest = shard / "manifest.json"
+    cases = (
+        ("{broken", "unreadable manifest"),
+        ("[1, 2]", "holds a JSON list; expected an object"),
+        ('{"format": "an envs.convert folder"}', "lacks ['env', 'seed',"),
+    )
+    for text, problem in cases:
+        manifest.write_text(text)
+        capsys.readouterr()
+        assert main(["--merge", str(shard), "--out", str(tmp_path / "merged")]) == 2
+        assert f"{manifest}: {problem}" in capsys.readouterr().err

@@ -1,18 +1,22 @@
-"""What the distributed-training tests run in each process: a one-step gradient check (torch.multiprocessing), and,
+"""What the distributed-training tests run in each process: a one-step gradient check and a run whose final evaluation
+outlasts the collective timeout (torch.multiprocessing), and,
 as a script under torchrun, ``python -m worldmodel.train`` with a record of every file this process writes.
 
     torchrun --standalone --nproc_per_node 2 tests/worldmodel/ddp_workers.py AUDIT_DIR WATCHED_DIR -- TRAIN_ARGS...
 """
 
 import dataclasses
+import datetime
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
+import worldmodel.train as train_module
 from worldmodel import distributed
 from worldmodel.autoencoder import Autoencoder
 from worldmodel.model import WorldModel, world_model_config
@@ -60,6 +64,31 @@ def parity_worker(rank: int, world: int, init_file: str, episodes: str, out: str
             if rank == 0:
                 torch.save(res, Path(out) / f"ddp_{batch}_{micro}.pt")
     finally:
+        dist.destroy_process_group()
+
+
+def slow_final_evaluation_worker(
+    rank: int, world: int, init_file: str, episodes: str, run_dir: str, timeout_s: float, eval_s: float
+) -> None:
+    """torch.multiprocessing.spawn target: a tiny 2-step ``train`` in a gloo group whose collectives time out after
+    ``timeout_s`` seconds, rank 0's final evaluation taking ``eval_s`` seconds longer (as a paper-scale one takes
+    hours): every process must still return (the others must not wait for it at a timed collective)."""
+    torch.set_num_threads(1)
+    timeout = datetime.timedelta(seconds=timeout_s)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world, timeout=timeout)
+    real = train_module.evaluate
+
+    def slow(*args, **kwargs):
+        time.sleep(eval_s)
+        return real(*args, **kwargs)
+
+    train_module.evaluate = slow
+    try:
+        cfg = dataclasses.replace(TRAIN_PRESETS["tiny"], steps=2, batch_size=4, ae_steps=2, ae_batch_size=8)
+        _, res = train_module.train(cfg, Path(episodes), Path(run_dir), device="cpu", progress=False)
+        assert res["steps"] == 2
+    finally:
+        train_module.evaluate = real
         dist.destroy_process_group()
 
 

@@ -63,6 +63,22 @@ def test_one_ddp_step_equals_one_process_with_the_global_batch(synthetic_episode
     assert 0.0 < ref["logs"]["wm/noised_frac"] <= 1.0
 
 
+def test_the_others_do_not_wait_for_rank_0s_final_evaluation_at_a_timed_collective(synthetic_episodes, tmp_path):
+    """Rank 0's final evaluation may take longer than a collective's timeout (a paper-scale one covers every
+    training episode): the other processes return after training instead of timing out at a barrier (which made
+    torchrun stop rank 0 before it wrote eval.json)."""
+    eps = synthetic_episodes(n=3, steps=16)
+    run = tmp_path / "run"
+    timeout_s, eval_s = 8.0, 16.0
+    mp.spawn(
+        ddp_workers.slow_final_evaluation_worker,
+        args=(2, str(tmp_path / "init"), str(eps), str(run), timeout_s, eval_s),
+        nprocs=2,
+        join=True,
+    )
+    assert json.loads((run / "eval.json").read_text())["processes"] == 2
+
+
 def test_accumulation_and_the_global_batch_must_divide():
     """batch = micro batch x accumulation x processes; numbers that do not divide are named."""
     assert distributed.accumulation(16, None, 2) == (8, 1)
