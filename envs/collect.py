@@ -75,6 +75,7 @@ __all__ = [
     "collect",
     "collect_episode",
     "episode_path",
+    "env_policy",
     "main",
     "make_env",
     "merge_shards",
@@ -193,15 +194,18 @@ def _action_count(env: gymnasium.Env, env_id: str) -> int:
     return int(env.action_space.n)
 
 
-def _env_policy(cfg: CollectConfig, env: gymnasium.Env, steps: int):
-    """The collection policy of ``cfg`` for ``env``'s actions; a ValueError when the policy reads ``info`` keys
-    the env does not report (its ``info_keys``; envs without that attribute are checked on the first reset)."""
-    n_actions = _action_count(env, cfg.env)
+def env_policy(
+    env: gymnasium.Env, env_id: str, name: str, steps: int, noise: float = 0.1, revisit_steps: int | None = None
+):
+    """Policy ``name`` (``envs.policies.make_policy``) for ``env``'s actions (their number, its ``move_actions``);
+    a ValueError naming the policies that fit when it reads ``info`` keys the env does not report (its
+    ``info_keys``; envs without that attribute are checked on the first reset) or acts in other actions."""
+    n_actions = _action_count(env, env_id)
     policy = make_policy(
-        cfg.policy,
+        name,
         steps=steps,
-        noise=cfg.noise,
-        revisit_steps=cfg.revisit_steps,
+        noise=noise,
+        revisit_steps=revisit_steps,
         n_actions=n_actions,
         move_actions=tuple(getattr(env.unwrapped, "move_actions", ())),
     )
@@ -210,12 +214,17 @@ def _env_policy(cfg: CollectConfig, env: gymnasium.Env, steps: int):
     if missing or policy.n_actions != n_actions:
         fits = [p for p in POLICIES if not make_policy(p, n_actions=n_actions).needs]
         what = (
-            f"reads info keys {', '.join(missing)} (Memory Maze's map), which {cfg.env} does not report"
+            f"reads info keys {', '.join(missing)} (Memory Maze's map), which {env_id} does not report"
             if missing
-            else f"acts in {policy.n_actions} actions (Memory Maze's), {cfg.env} has {n_actions}"
+            else f"acts in {policy.n_actions} actions (Memory Maze's), {env_id} has {n_actions}"
         )
-        raise ValueError(f"--policy {cfg.policy}: {what}; use one of {', '.join(fits)}")
+        raise ValueError(f"--policy {name}: {what}; use one of {', '.join(fits)}")
     return policy
+
+
+def _env_policy(cfg: CollectConfig, env: gymnasium.Env, steps: int):
+    """The collection policy of ``cfg`` for ``env`` (:func:`env_policy`)."""
+    return env_policy(env, cfg.env, cfg.policy, steps, noise=cfg.noise, revisit_steps=cfg.revisit_steps)
 
 
 def collect_episode(env, policy, seed: int, steps: int) -> dict[str, np.ndarray]:
