@@ -67,6 +67,17 @@ Outputs (``--out``, default benchmarks/results/): recall.json (everything), reca
 paper's Tables 2, 3 and 5, recall by distance, the goals, notes), recall.png (PSNR and SSIM against distance for
 every variant, the attention windows and the training window marked), recall_strips.png (context | real | each
 model, one example per protocol).
+
+Worlds. The world is the held-out episodes' (their ``manifest.json``: the env ``envs.collect`` recorded, or the
+format ``envs.convert`` read; no manifest: Memory Maze), or ``--world``. Outputs and the default sweep are per world,
+so a Crafter run leaves the Memory Maze results and runs alone: Memory Maze writes recall.* and trains in
+runs/recall; Crafter writes recall_crafter.* (``recall_crafter.json``, ``.md``, ``.png``, ``_strips.png``) and
+trains in runs/recall-crafter; MineRL and TECO episodes (``python -m envs.convert``) likewise (recall_minerl.*,
+runs/recall-minerl; recall_teco.*, runs/recall-teco). Two worlds in one sweep folder would share its autoencoder
+and resume each other's checkpoints: give each its own ``--sweep``.
+
+    python -m benchmarks.recall --preset crafter --episodes data/episodes/crafter \
+        --heldout-episodes data/episodes/crafter-heldout --autoencoder runs/crafter/autoencoder.pt   # recall_crafter.*
 """
 
 from __future__ import annotations
@@ -87,7 +98,17 @@ import torch
 from tqdm import tqdm
 
 import worldmodel
-from benchmarks.common import RESULTS_DIR, figure, machine_info, write_results
+from benchmarks.common import (
+    DEFAULT_WORLD,
+    RESULTS_DIR,
+    WORLDS,
+    episodes_world,
+    figure,
+    machine_info,
+    result_name,
+    world_label,
+    write_results,
+)
 from benchmarks.latency import measure as measure_latency
 from envs.episodes import EpisodeStore, file_digest, load_episode, save_episode
 from envs.fileio import RunLockedError, atomic_write, atomic_write_bytes, atomic_write_json, atomic_write_text
@@ -114,6 +135,7 @@ __all__ = [
     "bin_label",
     "collect_commands",
     "default_folders",
+    "default_sweep",
     "distance_bins",
     "last_seen_distance",
     "main",
@@ -291,6 +313,7 @@ COLLECTION: dict[str, CollectionSettings] = {
 DEFAULT_EPISODES = Path("data/episodes/mm9-revisit")
 DEFAULT_HELDOUT = Path("data/episodes/mm9-revisit-heldout")
 DEFAULT_SWEEP = Path("runs/recall")
+"""The default sweep folder of Memory Maze; another world's is runs/recall-WORLD (:func:`default_sweep`)."""
 
 
 def default_folders(preset: str) -> tuple[Path, Path]:
@@ -301,6 +324,14 @@ def default_folders(preset: str) -> tuple[Path, Path]:
         DEFAULT_EPISODES.with_name(DEFAULT_EPISODES.name + suffix),
         DEFAULT_HELDOUT.with_name(DEFAULT_HELDOUT.name + suffix),
     )
+
+
+def default_sweep(world: str) -> Path:
+    """The default sweep folder of ``world`` (a ``benchmarks.common.WORLDS`` key): DEFAULT_SWEEP for Memory Maze,
+    runs/recall-crafter for Crafter, ..., so the worlds' sweeps never share an autoencoder or a checkpoint."""
+    if world == DEFAULT_WORLD:
+        return DEFAULT_SWEEP
+    return DEFAULT_SWEEP.with_name(f"{DEFAULT_SWEEP.name}-{world.replace('_', '-')}")
 
 
 def collect_commands(preset: str = "recall", episodes: Path | None = None, heldout: Path | None = None) -> list[str]:
@@ -883,7 +914,7 @@ def markdown(res: dict) -> str:
     lp = res["lpips"] == "computed"
     lat_ctx = proto["latency_contexts"][0]
     lines = [
-        f"# Recall benchmark: `{res['preset']}` setting",
+        f"# Recall benchmark on {res.get('world', WORLDS[DEFAULT_WORLD])}: `{res['preset']}` setting",
         "",
         f"{len(variants)} variant(s) scored of {len(VARIANTS)}; every one trained {res['steps']} steps on the same "
         f"episodes with one shared autoencoder, parameter counts matched. Held-out episodes: "
@@ -1063,7 +1094,10 @@ def plot(res: dict):
     axes[2].set_xticks(range(len(names)), [res["variants"][n]["label"] for n in names], rotation=60, ha="right",
                        fontsize=7)  # fmt: skip
     axes[2].set_ylabel("PSNR (dB), views never seen in the context")
-    fig.suptitle(f"recall against distance, {res['preset']} setting, held-out episodes (mean ± 95% interval)")
+    fig.suptitle(
+        f"{res.get('world', WORLDS[DEFAULT_WORLD])}: recall against distance, {res['preset']} setting, held-out "
+        "episodes (mean ± 95% interval)"
+    )
     fig.tight_layout()
     return fig
 
@@ -1094,7 +1128,8 @@ def strips_figure(res: dict, strips: dict[str, dict[str, np.ndarray]]):
 
 
 def write_outputs(args: argparse.Namespace, heldout: HeldOut, protocol: Protocol) -> dict:
-    """Combine every variant scored under the current settings into recall.json/.md/.png and recall_strips.png."""
+    """Combine every variant scored under the current settings into NAME.json/.md/.png and NAME_strips.png (NAME:
+    recall, or recall_WORLD for a world other than Memory Maze: ``args.name``)."""
     variants, strips = {}, {}
     for name in VARIANTS:
         stored = _stored(args.sweep, name, args.settings)
@@ -1127,6 +1162,7 @@ def write_outputs(args: argparse.Namespace, heldout: HeldOut, protocol: Protocol
         notes.append(f"the variants were trained for different numbers of steps ({sorted(steps)}): not equal footing")
     res = {
         "benchmark": NAME,
+        "world": world_label(args.world),
         "preset": args.preset,
         "steps": cfg.steps,
         "sweep": str(args.sweep),
@@ -1144,11 +1180,11 @@ def write_outputs(args: argparse.Namespace, heldout: HeldOut, protocol: Protocol
         "notes": notes,
         "machine": machine_info(resolve_device(args.device)),
     }
-    write_results(NAME, res, plot(res), args.out)
-    atomic_write_text(args.out / f"{NAME}.md", markdown(res))
+    write_results(args.name, res, plot(res), args.out)
+    atomic_write_text(args.out / f"{args.name}.md", markdown(res))
     fig = strips_figure(res, strips)
     if fig is not None:
-        save_figure(fig, args.out / f"{NAME}_strips.png", dpi=110)
+        save_figure(fig, args.out / f"{args.name}_strips.png", dpi=110)
     return res
 
 
@@ -1290,7 +1326,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument(
         "--heldout-episodes", type=Path, help=f"held-out episodes, other seeds (default {DEFAULT_HELDOUT}[-PRESET])"
     )
-    ap.add_argument("--sweep", type=Path, help=f"folder of the variants' runs (default {DEFAULT_SWEEP})")
+    ap.add_argument(
+        "--sweep",
+        type=Path,
+        help=f"folder of the variants' runs (default per world: {DEFAULT_SWEEP} for Memory Maze, "
+        f"{default_sweep('crafter')} for Crafter, ...)",
+    )
+    ap.add_argument(
+        "--world",
+        choices=list(WORLDS),
+        help="the world the results are named after (recall_WORLD.*; memory_maze: recall.*) (default: the held-out "
+        "episodes' manifest: the env they were collected from or the format they were converted from)",
+    )
     ap.add_argument("--preset", choices=sorted(PROTOCOLS), help="model, training and protocol sizes (default: recall)")
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), help="variants to train and score (default: all)")
     ap.add_argument("--steps", type=int, help="training steps of every variant (default: the preset's)")
@@ -1337,7 +1384,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
             args.episodes = args.out / "toy_episodes"
             args.heldout_episodes = args.heldout_episodes or args.out / "toy_heldout"
     args.out = args.out or RESULTS_DIR
-    args.sweep = args.sweep or DEFAULT_SWEEP
     default_episodes, default_heldout = default_folders(args.preset)
     args.episodes = args.episodes or default_episodes
     args.heldout_episodes = args.heldout_episodes or default_heldout
@@ -1356,6 +1402,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                 ap.error(f"--{opt.replace('_', '-')} {getattr(args, opt)}: no such folder{hint}")
         if args.episodes.resolve() == args.heldout_episodes.resolve():
             ap.error(f"--heldout-episodes {args.heldout_episodes}: that is the training folder")
+    if args.world is None:  # the toy episodes of --quick are Memory Maze's format (no manifest)
+        try:
+            worlds = {opt: episodes_world(getattr(args, opt)) for opt in ("episodes", "heldout_episodes")}
+        except ValueError as e:
+            ap.error(str(e))
+        if not toy and worlds["episodes"] != worlds["heldout_episodes"]:
+            ap.error(
+                f"--episodes {args.episodes} are {world_label(worlds['episodes'])} episodes, --heldout-episodes "
+                f"{args.heldout_episodes} {world_label(worlds['heldout_episodes'])}: score a model on its own world"
+            )
+        args.world = worlds["heldout_episodes"]
+    args.name = result_name(NAME, args.world)
+    args.sweep = args.sweep or default_sweep(args.world)
     args.toy = toy
     return args
 
@@ -1413,7 +1472,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     finally:
         lock.release()
-    print(f"{len(res['variants'])} of {len(VARIANTS)} variants scored; results in {args.out}")
+    print(f"{len(res['variants'])} of {len(VARIANTS)} variants scored; results in {args.out / args.name}.*")
     return 0
 
 

@@ -3,8 +3,10 @@
     python -m benchmarks.summary                    # markdown table on stdout
     python -m benchmarks.summary --results DIR      # the table of the results in another folder
 
-Every number comes from a results file written by one of the benchmark jobs; a missing file is shown as
-"not run". Keeps the README's table honest: regenerate it after re-running a benchmark.
+Every number comes from a results file written by one of the benchmark jobs; a benchmark without a results file
+has no row. Benchmarks that run on several worlds get a row per world whose results exist (``dream_fidelity.json``
+for Memory Maze, ``dream_fidelity_crafter.json`` for Crafter, ...: ``benchmarks.common.result_name``). Keeps the
+README's table honest: regenerate it after re-running a benchmark.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import argparse
 import json
 from pathlib import Path
 
-from benchmarks.common import RESULTS_DIR
+from benchmarks.common import DEFAULT_WORLD, RESULTS_DIR, WORLDS, result_name
 from benchmarks.latency import FLAT_TOLERANCE
 from benchmarks.ssd_speed import GOAL_LENGTH, GOAL_SPEEDUP
 
@@ -116,12 +118,15 @@ def _rows(folder: Path) -> list[tuple[str, str, str]]:
                 "above copy-last: " + ("yes" if wm["psnr_dream_mean"] > wm["psnr_copy_last_mean"] else "no"),
             )
         )
-    fid = _load(folder, "dream_fidelity")
-    if fid:
+    for world, label in WORLDS.items():
+        fid = _load(folder, result_name("dream_fidelity", world))
+        if not fid:
+            continue
         m, q1, q4 = fid["mean"], fid["mean_first_quarter"], fid["mean_last_quarter"]
+        where = "unseen mazes" if world == DEFAULT_WORLD else f"unseen worlds, {label}"
         rows.append(
             (
-                "Dream vs real env, open loop on unseen mazes (`dream_fidelity`)",
+                f"Dream vs real env, open loop on {where} (`dream_fidelity`)",
                 f"{fid['horizon']} frames after {fid['context_frames']} of context, {fid['windows']} windows: "
                 f"PSNR {m['psnr_dream']:.1f} dB vs copy-last {m['psnr_copy_last']:.1f} (first quarter "
                 f"{q1['psnr_dream']:.1f} vs {q1['psnr_copy_last']:.1f}, last quarter {q4['psnr_dream']:.1f} vs "
@@ -193,9 +198,10 @@ def _rows(folder: Path) -> list[tuple[str, str, str]]:
     ag = _load(folder, "agents")
     if ag:
         rows.append(_agents_row(ag))
-    rc = _load(folder, "recall")
-    if rc and rc.get("variants"):
-        rows.append(_recall_row(rc))
+    for world, label in WORLDS.items():
+        rc = _load(folder, result_name("recall", world))
+        if rc and rc.get("variants"):
+            rows.append(_recall_row(rc, None if world == DEFAULT_WORLD else (label, result_name("recall", world))))
     dd = _load(folder, "train_ddp")
     if dd:
         one, two = (dd["processes"][n]["windows_per_s"] for n in ("1", "2"))
@@ -210,19 +216,28 @@ def _rows(folder: Path) -> list[tuple[str, str, str]]:
     return rows
 
 
-def _recall_row(rc: dict) -> tuple[str, str, str]:
-    """Per variant: reasoning PSNR and PSNR on frames last seen beyond the attention window (``recall``)."""
+def _recall_row(rc: dict, world: tuple[str, str] | None = None) -> tuple[str, str, str]:
+    """Per variant: reasoning PSNR and PSNR on frames last seen beyond the attention window (``recall``); the
+    latter only where the episodes have positions (Crafter's have none: reasoning only). ``world``: (its name, the
+    results' stem) of a world other than Memory Maze, named in the row (None: Memory Maze's row)."""
     parts = []
     for name, v in rc["variants"].items():
         s = v["scores"]
         beyond = s.get("all", {}).get("beyond_attention", {}).get("psnr", {})
         reason = s.get("reasoning", {}).get("psnr", {})
-        parts.append(
-            f"{name}: reasoning {reason.get('mean', float('nan')):.2f} dB, beyond the attention window "
-            f"{beyond.get('mean', float('nan')):.2f} dB"
-        )
+        text = f"{name}: reasoning {reason.get('mean', float('nan')):.2f} dB"
+        if beyond or world is None:
+            text += f", beyond the attention window {beyond.get('mean', float('nan')):.2f} dB"
+        parts.append(text)
     done = f"{len(rc['variants'])} of {len(rc['variants']) + len(rc.get('missing', []))} variants"
-    return (f"Recall, {rc['preset']} setting, {done} (`recall`)", "; ".join(parts), "the paper's orderings: see below")
+    if world is None:
+        return (
+            f"Recall, {rc['preset']} setting, {done} (`recall`)",
+            "; ".join(parts),
+            "the paper's orderings: see below",
+        )
+    label, stem = world
+    return (f"Recall on {label}, {rc['preset']} setting, {done} (`recall`)", "; ".join(parts), f"reported ({stem}.md)")
 
 
 def _agents_row(ag: dict) -> tuple[str, str, str]:
