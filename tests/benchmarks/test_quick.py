@@ -227,6 +227,7 @@ def test_summary_reads_every_published_result():
         "recall",
         "dream_fidelity_crafter",
         "recall_crafter",
+        "train_ddp",
     ]
     rows = [line for line in proc.stdout.splitlines() if line.startswith("| ") and "`" in line]
     assert len(rows) == sum((RESULTS / f"{n}.json").exists() for n in known), proc.stdout
