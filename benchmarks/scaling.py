@@ -23,6 +23,8 @@ import json
 import sys
 from pathlib import Path
 
+import torch
+
 from benchmarks.common import RESULTS_DIR, figure, machine_info, write_results
 from benchmarks.train_levers import score
 from worldmodel.model import world_model_config
@@ -37,6 +39,12 @@ MILESTONES = (270, 800, 1600, 3200)
 def _step_of(checkpoint: Path) -> int:
     """The optimiser step a checkpoint was written at (0 when there is none)."""
     return int(torch_load(checkpoint)["step"]) if checkpoint.exists() else 0
+
+
+def _threads(rows: list[dict]) -> str:
+    """The torch thread counts the rows were trained with, for the axis label ("2", "1", "1-2")."""
+    n = sorted({r.get("torch_threads") for r in rows if r.get("torch_threads")})
+    return "?" if not n else str(n[0]) if len(n) == 1 else f"{n[0]}-{n[-1]}"
 
 
 def plot(rows: list[dict]):
@@ -59,7 +67,7 @@ def plot(rows: list[dict]):
     ax3.axhline(0.0, color="C7", lw=0.8)
     ax3.set_ylabel("action-following (dB, higher = follows)")
     for ax in (ax1, ax2, ax3):
-        ax.set_xlabel("world-model training minutes (2 cores)")
+        ax.set_xlabel(f"world-model training minutes (torch threads: {_threads(rows)})")
         ax.legend(fontsize=7)
     fig.suptitle("long preset: quality against training minutes (one run, scored at milestones)", fontsize=10)
     fig.tight_layout()
@@ -79,8 +87,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     ap.add_argument("--preset", default="long", choices=("tiny", "cpu", "long"), help="default: long (tiny: tests)")
     ap.add_argument("--out", type=Path, default=RESULTS_DIR, help="results folder (default: benchmarks/results)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (default: torch's choice, all cores); recorded with each milestone, since the "
+        "minutes depend on it (1 thread beside another job is roughly half the speed of 2 quiet cores)",
+    )
     ap.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     args = ap.parse_args(argv)
+    if args.threads is not None and args.threads < 1:
+        ap.error(f"--threads {args.threads}: expected a number of threads >= 1")
     ms = args.milestones
     if any(m < 1 for m in ms) or sorted(set(ms)) != ms:
         ap.error(f"--milestones {ms}: expected ascending, distinct step counts >= 1")
@@ -96,6 +113,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """``python -m benchmarks.scaling``."""
     args = parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     path = args.out / f"{NAME}.json"
     prior = json.loads(path.read_text()) if path.exists() else {}
     rows = [r for r in prior.get("rows", []) if r.get("run_dir") == str(args.run_dir)]
@@ -128,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
             "steps": m,
             "minutes": minutes,
             "minutes_incomplete": resumed_mid,
+            "torch_threads": torch.get_num_threads(),
             "run_dir": str(args.run_dir),
             **score(ckpt, args.heldout_episodes, strip),
             "strip": f"{NAME}/step{m}.png",

@@ -4,6 +4,7 @@ import json
 import shutil
 
 import pytest
+import torch
 
 from benchmarks import scaling
 from worldmodel.utils import torch_load
@@ -18,7 +19,7 @@ def curve(tiny_checkpoint, real_episodes, tmp_path_factory):
     args = [
         "--preset", "tiny", "--milestones", "2", "4", "--episodes", str(real_episodes),
         "--heldout-episodes", str(real_episodes), "--run-dir", str(tmp / "run"), "--out", str(tmp / "out"),
-        "--no-progress",
+        "--no-progress", "--threads", str(torch.get_num_threads()),
     ]  # fmt: skip
     assert scaling.main(args) == 0
     return args, tmp, json.loads((tmp / "out" / "scaling.json").read_text())
@@ -29,6 +30,7 @@ def test_each_milestone_is_scored_at_its_step_with_growing_minutes(curve):
     rows = res["rows"]
     assert [r["steps"] for r in rows] == [2, 4]
     assert 0 < rows[0]["minutes"] < rows[1]["minutes"]
+    assert all(r["torch_threads"] == torch.get_num_threads() for r in rows)  # minutes depend on it: recorded
     assert torch_load(tmp / "run" / "checkpoint.pt")["step"] == 4
     for r in rows:
         assert r["psnr_gain"] == pytest.approx(r["psnr_dream"] - r["psnr_copy_last"])
@@ -54,3 +56,6 @@ def test_bad_milestones_are_named(real_episodes, capsys):
         with pytest.raises(SystemExit):
             scaling.main(base + ["--milestones", *ms])
         assert what in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        scaling.main(base + ["--threads", "0"])
+    assert "--threads 0: expected a number of threads >= 1" in capsys.readouterr().err
