@@ -12,7 +12,8 @@ reward rate per 100 steps (mean and 95% t-interval over episodes), the paired di
 behind it. With ``--heldout-episodes`` the world model's action sensitivity is measured beside the results
 (``worldmodel.evaluate.action_sensitivity``): an agent cannot learn from a dream that ignores its actions.
 
-Writes ``agents.json``, ``agents.png`` (bars with 95% intervals) and ``agents.md`` (the table) to ``--out``.
+Writes ``agents.json``, ``agents.png`` (bars with 95% intervals) and ``agents.md`` (the table) to ``--out``; for
+runs in another world the names carry it (``agents_crafter.*`` for Crafter: ``benchmarks.common.result_name``).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import gymnasium
 import envs  # noqa: F401  (registers the Memory Maze ids)
 import worldmodel
 from agents.real import episode_record, summarise_episodes
-from benchmarks.common import RESULTS_DIR, figure, machine_info, write_results
+from benchmarks.common import RESULTS_DIR, env_world, figure, machine_info, result_name, write_results
 from envs.fileio import atomic_write_text
 from envs.policies import OraclePolicy, RandomPolicy
 from planners.evaluate import mean_ci, oracle_missing, run_policy_episode, sensitivity, sensitivity_sentence
@@ -188,15 +189,21 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="held-out episodes for the world model's action sensitivity (default: not measured)",
     )
-    p.add_argument("--out", type=Path, default=RESULTS_DIR, help="folder of agents.json/.png/.md")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=RESULTS_DIR,
+        help="folder of agents.json/.png/.md (agents_crafter.* for Crafter agents, named after the runs' env)",
+    )
     args = p.parse_args(argv)
     try:
         res = collect(args.runs, args.heldout_episodes)
     except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    write_results("agents", res, plot(res), out=args.out)
-    atomic_write_text(Path(args.out) / "agents.md", markdown(res))
+    name = result_name("agents", env_world(res["env"]))
+    write_results(name, res, plot(res), out=args.out)
+    atomic_write_text(Path(args.out) / f"{name}.md", markdown(res))
     print(markdown(res))
     return 0
 

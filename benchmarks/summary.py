@@ -192,12 +192,14 @@ def _rows(folder: Path) -> list[tuple[str, str, str]]:
             for r in sc["rows"]
         )
         rows.append(("Quality vs training minutes, long preset (`scaling`)", pts, "reported (what compute buys)"))
-    pl = _load(folder, "planners")
-    if pl:
-        rows.append(_planner_row(pl))
-    ag = _load(folder, "agents")
-    if ag:
-        rows.append(_agents_row(ag))
+    for world, label in WORLDS.items():
+        pl = _load(folder, result_name("planners", world))
+        if pl:
+            rows.append(_planner_row(pl, None if world == DEFAULT_WORLD else label))
+    for world, label in WORLDS.items():
+        ag = _load(folder, result_name("agents", world))
+        if ag:
+            rows.append(_agents_row(ag, None if world == DEFAULT_WORLD else label))
     for world, label in WORLDS.items():
         rc = _load(folder, result_name("recall", world))
         if rc and rc.get("variants"):
@@ -240,8 +242,9 @@ def _recall_row(rc: dict, world: tuple[str, str] | None = None) -> tuple[str, st
     return (f"Recall on {label}, {rc['preset']} setting, {done} (`recall`)", "; ".join(parts), f"reported ({stem}.md)")
 
 
-def _agents_row(ag: dict) -> tuple[str, str, str]:
-    """The agents' real-env reward rates against random and the oracle (``benchmarks.agents``)."""
+def _agents_row(ag: dict, world: str | None = None) -> tuple[str, str, str]:
+    """The agents' real-env reward rates against random and the oracle (``benchmarks.agents``); ``world``: the
+    name of a world other than Memory Maze (None: the maze)."""
     parts = []
     for name, m in ag.get("methods", {}).items():
         r = m["reward_rate_per_100"]
@@ -249,14 +252,15 @@ def _agents_row(ag: dict) -> tuple[str, str, str]:
         parts.append(f"{name} {r['mean']:.2f} ± {r['ci95']:.2f}{steps}")
     met = ag.get("goals", {}).get("a_dream_agent_beats_random_95ci")
     return (
-        "Agents in the real maze, reward / 100 steps (`benchmarks.agents`)",
+        f"Agents in the real {world or 'maze'}, reward / 100 steps (`benchmarks.agents`)",
         "; ".join(parts),
         "an agent trained only in the dream beats random (95% CI): " + ("met" if met else "missed"),
     )
 
 
-def _planner_row(pl: dict) -> tuple[str, str, str]:
-    """The planners' reward rates against random and the oracle (``planners.evaluate``)."""
+def _planner_row(pl: dict, world: str | None = None) -> tuple[str, str, str]:
+    """The planners' reward rates against random and the oracle (``planners.evaluate``; results named
+    ``planners_WORLD`` with ``--name``); ``world``: the name of a world other than Memory Maze (None: the maze)."""
     ms = pl.get("methods", {})
 
     def rate(m: str) -> str:
@@ -266,8 +270,10 @@ def _planner_row(pl: dict) -> tuple[str, str, str]:
     planners = [m for m in ms if m not in ("random", "oracle")]
     beats = [m for m in planners if ms[m].get("beats_random")]
     return (
-        "MPC in the real maze, reward / 100 steps (`planners.evaluate`)",
-        ", ".join(f"{m} {rate(m)}" for m in planners) + f"; random {rate('random')}; oracle {rate('oracle')}",
+        f"MPC in the real {world or 'maze'}, reward / 100 steps (`planners.evaluate`)",
+        ", ".join(f"{m} {rate(m)}" for m in planners)
+        + f"; random {rate('random')}"
+        + (f"; oracle {rate('oracle')}" if "oracle" in ms else ""),
         "a planner beats random (95% CI): " + (f"met ({', '.join(beats)})" if beats else "missed"),
     )
 

@@ -48,3 +48,26 @@ def test_agents_table_refuses_runs_evaluated_differently(tmp_path, capsys):
         collect([a, b])
     assert main(["--runs", str(tmp_path / "missing"), "--out", str(tmp_path / "out")]) == 2
     assert "eval.json: no such file" in capsys.readouterr().err
+
+
+def test_agents_results_are_named_per_world_and_summarised_per_world(tmp_path):
+    """Crafter runs write agents_crafter.* (Memory Maze keeps agents.*); the summary gives each world its row,
+    without an oracle where the world has none."""
+    from benchmarks import summary
+
+    crafter = _run(tmp_path / "c", "dream", [0.0, 1.0, 0.0], env="longdream/Crafter-v0")
+    maze = _run(tmp_path / "m", "dream", [1.0, 1.0, 1.0])
+    out = tmp_path / "out"
+    assert main(["--runs", str(crafter), "--out", str(out)]) == 0
+    assert main(["--runs", str(maze), "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        "agents.json", "agents.md", "agents.png", "agents_crafter.json", "agents_crafter.md", "agents_crafter.png",
+    ]  # fmt: skip
+    res = json.loads((out / "agents_crafter.json").read_text())
+    assert res["env"] == "longdream/Crafter-v0" and list(res["methods"]) == ["dreamer (dream)", "random"]
+    rows = summary._rows(out)
+    assert [r[0] for r in rows] == [
+        "Agents in the real maze, reward / 100 steps (`benchmarks.agents`)",
+        "Agents in the real Crafter, reward / 100 steps (`benchmarks.agents`)",
+    ]
+    assert "oracle" in rows[0][1] and "oracle" not in rows[1][1]

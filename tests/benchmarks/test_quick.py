@@ -227,6 +227,8 @@ def test_summary_reads_every_published_result():
         "recall",
         "dream_fidelity_crafter",
         "recall_crafter",
+        "planners_crafter",
+        "agents_crafter",
         "train_ddp",
     ]
     rows = [line for line in proc.stdout.splitlines() if line.startswith("| ") and "`" in line]

@@ -215,3 +215,30 @@ def test_summary_gives_each_world_its_rows(fidelity, crafter_recall, tmp_path):
         "Recall, tiny setting, 1 of 7 variants (`recall`)",
         "Recall on Crafter, tiny setting, 1 of 7 variants (`recall`)",
     ]
+
+
+def test_summary_gives_planners_a_row_per_world(tmp_path):
+    """planners.json (Memory Maze) and planners_crafter.json (``--name planners_crafter``) each get a row naming
+    their world; Crafter's has no oracle (Memory Maze only) and says which planner beat random."""
+
+    def methods(names, beats=()):
+        rate = {"mean": 1.5, "ci95": 0.25}
+        return {m: {"reward_rate_per_100": rate, "beats_random": m in beats} for m in names}
+
+    maze = {"methods": methods(["cem", "random", "oracle"])}
+    crafter = {"methods": methods(["cem", "mppi", "random"], beats=("mppi",))}
+    (tmp_path / "planners.json").write_text(json.dumps(maze))
+    (tmp_path / "planners_crafter.json").write_text(json.dumps(crafter))
+    rows = summary._rows(tmp_path)
+    assert rows == [
+        (
+            "MPC in the real maze, reward / 100 steps (`planners.evaluate`)",
+            "cem 1.50 ± 0.25; random 1.50 ± 0.25; oracle 1.50 ± 0.25",
+            "a planner beats random (95% CI): missed",
+        ),
+        (
+            "MPC in the real Crafter, reward / 100 steps (`planners.evaluate`)",
+            "cem 1.50 ± 0.25, mppi 1.50 ± 0.25; random 1.50 ± 0.25",
+            "a planner beats random (95% CI): met (mppi)",
+        ),
+    ]
