@@ -62,6 +62,7 @@ __all__ = [
     "frame_lpips",
     "frame_psnr",
     "frame_ssim",
+    "pair_scores",
     "per_step_metrics",
     "reward_precision_recall",
 ]
@@ -398,7 +399,7 @@ def shuffle_in_time(actions: torch.Tensor, gen: torch.Generator) -> torch.Tensor
     return torch.gather(actions, 1, perm)
 
 
-def _pair_scores(x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+def pair_scores(x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
     """(mean PSNR, mean SSIM) over every frame pair of two uint8 (..., H, W, 3) arrays."""
     return float(frame_psnr(x, y).mean()), float(frame_ssim(x, y).mean())
 
@@ -417,7 +418,9 @@ def action_sensitivity(
 
     Returns {"context_frames", "horizon", "turning": {...}, "forward": {...}, "constant": {...}}: for turning and
     forward windows "windows", "psnr_real|shuffled|swapped", "ssim_..." and "psnr_real_minus_swapped",
-    "psnr_real_minus_shuffled" (dB; positive when the real actions fit best); for constant actions "windows",
+    "psnr_real_minus_shuffled" (dB; positive when the real actions fit best), "psnr_dream_real_vs_swapped" (the
+    dream's rollouts under the real and the swapped actions compared with each other: its own action effect) and
+    "picks" ([episode, start] of each window, episodes in ``data``'s order); for constant actions "windows", "picks",
     "psnr_left_vs_right", "psnr_left_vs_forward", "psnr_seed_vs_seed" (and SSIM), and "follows_actions":
     left-vs-right PSNR <= seed-vs-seed PSNR. A kind with no window has {"windows": 0}."""
     tc, tf = int(context), int(horizon)
@@ -440,12 +443,16 @@ def action_sensitivity(
             "shuffled": shuffle_in_time(future, torch.Generator().manual_seed(seed)),
             "swapped": swap_left_right(future, meanings),
         }
-        out = {"windows": len(picks)}
+        out: dict = {"windows": len(picks), "picks": [list(p) for p in picks]}
+        dreams = {}
         for name, fa in conditions.items():
-            dream = model.rollout(f[:, :tc], a[:, :tc], fa, generator=torch.Generator().manual_seed(seed))
-            out[f"psnr_{name}"], out[f"ssim_{name}"] = _pair_scores(real, dream["frames"])
+            dreams[name] = model.rollout(f[:, :tc], a[:, :tc], fa, generator=torch.Generator().manual_seed(seed))
+            out[f"psnr_{name}"], out[f"ssim_{name}"] = pair_scores(real, dreams[name]["frames"])
         out["psnr_real_minus_swapped"] = out["psnr_real"] - out["psnr_swapped"]
         out["psnr_real_minus_shuffled"] = out["psnr_real"] - out["psnr_shuffled"]
+        # the dream's own action effect: its rollouts under the real and the swapped actions compared
+        # with each other (the same comparison of the real env's frames is the reference)
+        out["psnr_dream_real_vs_swapped"] = pair_scores(dreams["real"]["frames"], dreams["swapped"]["frames"])[0]
         res[kind] = out
     # 2. constant actions from one context: left vs right vs forward, and two noise seeds under one action
     lengths = [len(a) for a in data.actions]
@@ -459,13 +466,13 @@ def action_sensitivity(
 
     left, right = constant(meanings.left, seed), constant(meanings.right, seed)
     fwd, left2 = constant(meanings.forward[0], seed), constant(meanings.left, seed + 1)
-    const: dict = {"windows": len(picks)}
+    const: dict = {"windows": len(picks), "picks": [list(p) for p in picks]}
     for name, (x, y) in {
         "left_vs_right": (left, right),
         "left_vs_forward": (left, fwd),
         "seed_vs_seed": (left, left2),
     }.items():
-        const[f"psnr_{name}"], const[f"ssim_{name}"] = _pair_scores(x, y)
+        const[f"psnr_{name}"], const[f"ssim_{name}"] = pair_scores(x, y)
     const["follows_actions"] = const["psnr_left_vs_right"] <= const["psnr_seed_vs_seed"]
     res["constant"] = const
     return res

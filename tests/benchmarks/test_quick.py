@@ -247,3 +247,7 @@ def test_action_following_quick(quick):
     assert r["goals"]["left_right_differ_as_much_as_seeds"] == (
         const["psnr_left_vs_right"] <= const["psnr_seed_vs_seed"]
     )
+    ref = r["real_env"]  # the same windows replayed in the real maze: reality's action effect, the reference
+    for kind in ("turning", "forward"):
+        assert ref[kind]["windows"] == r[kind]["windows"] and positive(ref[kind]["psnr_real_vs_swapped"])
+    assert ref["constant"]["windows"] == 2 and ref["constant"]["psnr_left_vs_right"] < 100  # turning changes the view

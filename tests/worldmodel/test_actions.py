@@ -167,6 +167,9 @@ def test_action_sensitivity_scores_a_model_that_follows_its_actions():
     turning = res["turning"]
     assert turning["windows"] == 5 and turning["psnr_real"] == 100.0  # the real actions reproduce the frames
     assert turning["psnr_real_minus_swapped"] > 10 and turning["psnr_real_minus_shuffled"] > 0
+    # its own action effect: the swapped rollout differs from the real one exactly where an action turned
+    assert turning["psnr_dream_real_vs_swapped"] == pytest.approx(turning["psnr_swapped"])
+    assert [tuple(p) for p in turning["picks"]] == windows_of_kind(_coded_episodes().actions, 4, 6, "turning", 5)
     const = res["constant"]
     assert const["psnr_seed_vs_seed"] == 100.0  # this stand-in ignores the noise
     assert const["psnr_left_vs_right"] == pytest.approx(10 * np.log10(255**2 / 40**2), abs=0.01)
@@ -176,6 +179,7 @@ def test_action_sensitivity_scores_a_model_that_follows_its_actions():
 def test_action_sensitivity_catches_a_model_that_ignores_its_actions():
     res = action_sensitivity(_ActionCoder(False), _coded_episodes(), context=4, horizon=6, windows=5)
     assert res["turning"]["psnr_real_minus_swapped"] == 0.0  # the same noise under any actions
+    assert res["turning"]["psnr_dream_real_vs_swapped"] == 100.0  # identical rollouts: no action effect
     assert res["constant"]["psnr_left_vs_right"] == 100.0
     assert res["constant"]["follows_actions"] is False
     with pytest.raises(ValueError, match="context, horizon, windows must be >= 1"):
