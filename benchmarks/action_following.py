@@ -20,8 +20,9 @@ continued under the swapped, shuffled or constant actions. Reality's PSNR betwee
 the swapped actions (and between constant "left" and "right") says how different the actions make the future;
 the dream's ``psnr_dream_real_vs_swapped`` and ``psnr_left_vs_right`` say how much of that it reproduces.
 
-Writes action_following.json and action_following.png (bars of both measures) to benchmarks/results/ unless
-``--out`` is given (``--quick``, a smoke run, writes to a temporary folder).
+Writes action_following.json and action_following.png (bars of both measures; ``--name`` another stem, e.g.
+action_following_long for the long preset's run) to benchmarks/results/ unless ``--out`` is given (``--quick``,
+a smoke run, writes to a temporary folder).
 """
 
 from __future__ import annotations
@@ -278,7 +279,14 @@ def main(argv: list[str] | None = None) -> int:
         help="skip the real env's reference (replaying each window's episode: envs.collect episodes only)",
     )
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    parser.add_argument(
+        "--name",
+        default=NAME,
+        help=f"results' file-name stem (default {NAME}: the make-demo model; e.g. {NAME}_long for runs/long)",
+    )
     args = SIZES.fill(parser.parse_args(argv))
+    if not args.name or "/" in args.name or args.name.endswith(".json"):
+        parser.error(f"--name {args.name!r}: expected a plain file-name stem (e.g. {NAME}_long)")
     try:
         model = worldmodel.load(args.checkpoint, device="cpu", guidance=args.guidance)
         res = measure(
@@ -298,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
         ref = res["real_env"]
         title += f" (real env: {ref['constant']['psnr_left_vs_right']:.1f})"
         print(reference_sentence(res))
-    write_results(NAME, res, plot(res, title), output_dir(args.out, args.quick, NAME))
+    write_results(args.name, res, plot(res, title), output_dir(args.out, args.quick, NAME))
     return 0
 
 

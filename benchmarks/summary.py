@@ -154,15 +154,19 @@ def _rows(folder: Path) -> list[tuple[str, str, str]]:
                 + (f", bf16 {bf / real:.2f}x" if bf else ""),
             )
         )
-    af = _load(folder, "action_following")
-    if af:
+    for stem, which in (("action_following", ""), ("action_following_long", ", long preset (`make train-long`)")):
+        af = _load(folder, stem)
+        if not af:
+            continue
         tr, c = af["turning"], af["constant"]
+        ref = af.get("real_env", {}).get("constant")
         rows.append(
             (
-                "Action-following on unseen mazes (`action_following`)",
+                f"Action-following on unseen mazes{which} (`action_following`)",
                 f"turning windows: real actions {tr.get('psnr_real', float('nan')):.2f} dB vs left/right swapped "
                 f"{tr.get('psnr_swapped', float('nan')):.2f} ({tr.get('windows', 0)} windows); constant left vs right "
-                f"rollouts {c['psnr_left_vs_right']:.1f} dB apart vs two noise seeds {c['psnr_seed_vs_seed']:.1f}",
+                f"rollouts {c['psnr_left_vs_right']:.1f} dB apart vs two noise seeds {c['psnr_seed_vs_seed']:.1f}"
+                + (f" (in the real maze: {ref['psnr_left_vs_right']:.1f})" if ref else ""),
                 "real beats swapped by >= 2 dB: "
                 + ("met" if af["goals"]["turning_real_beats_swapped_by_2db"] else "missed")
                 + "; left/right differ as much as seeds: "

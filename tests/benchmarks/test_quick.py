@@ -220,6 +220,7 @@ def test_summary_reads_every_published_result():
         "dream_fidelity",
         "dream_speed",
         "action_following",
+        "action_following_long",
         "train_levers",
         "scaling",
         "planners",

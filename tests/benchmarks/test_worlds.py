@@ -242,3 +242,23 @@ def test_summary_gives_planners_a_row_per_world(tmp_path):
             "a planner beats random (95% CI): met (mppi)",
         ),
     ]
+
+
+def test_summary_rows_of_the_demo_and_long_action_following(tmp_path):
+    """action_following.json (make demo's model) and action_following_long.json (runs/long) get a row each; the
+    real maze's left-vs-right distance is quoted when the results hold the real-env reference."""
+    af = {
+        "turning": {"windows": 16, "psnr_real": 19.5, "psnr_swapped": 17.25},
+        "constant": {"psnr_left_vs_right": 21.0, "psnr_seed_vs_seed": 26.0},
+        "goals": {"turning_real_beats_swapped_by_2db": True, "left_right_differ_as_much_as_seeds": True},
+    }
+    (tmp_path / "action_following.json").write_text(json.dumps(af))
+    af["real_env"] = {"constant": {"psnr_left_vs_right": 15.25}}
+    (tmp_path / "action_following_long.json").write_text(json.dumps(af))
+    rows = summary._rows(tmp_path)
+    assert [r[0] for r in rows] == [
+        "Action-following on unseen mazes (`action_following`)",
+        "Action-following on unseen mazes, long preset (`make train-long`) (`action_following`)",
+    ]
+    assert "(in the real maze" not in rows[0][1] and rows[1][1].endswith("(in the real maze: 15.2)")
+    assert rows[1][2] == "real beats swapped by >= 2 dB: met; left/right differ as much as seeds: met"
