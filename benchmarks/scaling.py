@@ -54,6 +54,9 @@ def plot(rows: list[dict]):
     ax1.plot(mins, [r["psnr_dream"] for r in rows], "o-", label="dream")
     ax1.plot(mins, [r["psnr_copy_last"] for r in rows], "s--", label="copy last context frame")
     ax1.plot(mins, [r["psnr_copy_last"] + 4 for r in rows], ":", color="C3", label="goal: copy-last + 4 dB")
+    for r in rows:
+        ax1.annotate(f"{r['steps']} steps", (r["minutes"], r["psnr_dream"]), textcoords="offset points",
+                     xytext=(0, 6), ha="center", fontsize=7)  # fmt: skip
     ax1.set_ylabel("held-out open-loop PSNR, 16 frames (dB)")
     ax2.plot(mins, [r["ssim_dream"] for r in rows], "o-", label="dream")
     ax2.plot(mins, [r["ssim_copy_last"] for r in rows], "s--", label="copy last")
