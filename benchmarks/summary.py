@@ -191,11 +191,14 @@ def _rows(folder: Path) -> list[tuple[str, str, str]]:
     sc = _load(folder, "scaling")
     if sc and sc.get("rows"):
         pts = "; ".join(
-            f"{r['minutes']:.0f} min: {r['psnr_gain']:+.2f} dB over copy-last, SSIM {r['ssim_dream']:.3f}, "
-            f"turning real - swapped {r['turning_real_minus_swapped_db']:+.2f} dB"
+            f"{r['steps']} steps ({r['minutes']:.0f} min): {r['psnr_gain']:+.2f} dB over copy-last, SSIM "
+            f"{r['ssim_dream']:.3f}, turning real - swapped {r['turning_real_minus_swapped_db']:+.2f} dB, L/R "
+            f"{r['left_vs_right_db']:.1f} vs seeds {r['seed_vs_seed_db']:.1f}"
             for r in sc["rows"]
         )
-        rows.append(("Quality vs training minutes, long preset (`scaling`)", pts, "reported (what compute buys)"))
+        threads = sorted({r.get("torch_threads") for r in sc["rows"] if r.get("torch_threads")})
+        how = f", minutes at {'/'.join(map(str, threads))} torch thread(s)" if threads else ""
+        rows.append((f"Quality vs training steps, long preset{how} (`scaling`)", pts, "reported (what compute buys)"))
     for world, label in WORLDS.items():
         pl = _load(folder, result_name("planners", world))
         if pl:
