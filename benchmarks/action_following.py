@@ -27,8 +27,6 @@ a smoke run, writes to a temporary folder).
 
 from __future__ import annotations
 
-import json
-import re
 import sys
 from pathlib import Path
 
@@ -38,7 +36,7 @@ from tqdm import tqdm
 
 import worldmodel
 from benchmarks.common import Sizes, benchmark_parser, figure, machine_info, output_dir, write_results
-from envs.collect import make_env
+from envs.collect import episode_origin, make_env
 from envs.episodes import EpisodeStore
 from planners.controller import frame_of
 from worldmodel.evaluate import (
@@ -62,44 +60,22 @@ SWAP_GOAL_DB = 2.0
 """Goal: on turning windows, open loop under the real actions beats left/right swapped by this many dB."""
 
 
-def episode_source(path: Path) -> tuple[str, int, bool]:
-    """(env id, reset seed, fast) that ``envs.collect`` recorded for episode file ``path`` (``ep_00007.npz`` of a
-    folder whose manifest says ``seed`` S and ``episode_seed`` "seed + index": seed S + 7); a ValueError naming the
-    file otherwise (converted or downloaded episodes cannot be replayed)."""
-    path = Path(path)
-    manifest_path = path.parent / "manifest.json"
-    try:
-        manifest = json.loads(manifest_path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"{manifest_path}: unreadable ({e}); the real-env reference needs it (--no-real-env)") from e
-    match = re.fullmatch(r"ep_(\d+)\.npz", path.name)
-    if (
-        not isinstance(manifest, dict)
-        or not manifest.get("env")
-        or not isinstance(manifest.get("seed"), int)
-        or manifest.get("episode_seed") != "seed + index"
-        or not match
-    ):
-        raise ValueError(
-            f"{path}: cannot be replayed in the real env: expected an envs.collect episode ep_NNNNN.npz beside a "
-            f"manifest.json with 'env', an integer 'seed' and episode_seed 'seed + index' (use --no-real-env)"
-        )
-    return str(manifest["env"]), int(manifest["seed"]) + int(match.group(1)), bool(manifest.get("fast", True))
-
-
 class Replayer:
     """Replays held-out episodes in the real env and continues them under other actions."""
 
     def __init__(self, paths: list[Path], frames: list[torch.Tensor], actions: list[torch.Tensor]):
         self.paths, self.frames, self.actions = [Path(p) for p in paths], frames, actions
+        self.origins = [episode_origin(p) for p in self.paths]  # names an episode that cannot be replayed, at once
         self._envs: dict = {}
 
     def continue_with(self, episode: int, upto: int, then: torch.Tensor) -> np.ndarray:
         """The real env's frames (len(then), H, W, 3) after replaying ``episode`` up to frame ``upto`` - 1 (its
         actions 1 .. upto-1 from the reset) and then taking the actions ``then``. Raises if the replay does not
         reproduce the stored frame ``upto`` - 1 exactly (another env version or settings than the collection's)."""
-        env_id, seed, fast = episode_source(self.paths[episode])
-        env = self._envs.get((env_id, fast)) or self._envs.setdefault((env_id, fast), make_env(env_id, fast=fast))
+        env_id, seed, fast = self.origins[episode]
+        if (env_id, fast) not in self._envs:
+            self._envs[env_id, fast] = make_env(env_id, fast=fast)
+        env = self._envs[env_id, fast]
         obs, _ = env.reset(seed=seed)
         acts = self.actions[episode].long().tolist()
         for a in acts[1:upto]:
@@ -124,13 +100,12 @@ class Replayer:
             env.close()
 
 
-def real_env_reference(data: LatentEpisodes, res: dict, progress: bool = True) -> dict:
+def real_env_reference(rep: Replayer, res: dict, progress: bool = True) -> dict:
     """The real env's answer to ``res``'s questions on the same windows (see the module doc): per window kind
     PSNR/SSIM between the real frames and the real env's frames under the swapped and the shuffled actions (the
     same shuffle as the dream's); for the constant actions PSNR/SSIM between the real env's "left" and "right"
     and "left" and "forward" continuations."""
     tc, tf = res["context_frames"], res["horizon"]
-    rep = Replayer(data.paths, data.frames, data.actions)
     meanings = MEMORY_MAZE_ACTIONS
     ref: dict = {}
     total = sum(2 * res[k]["windows"] for k in SEGMENT_KINDS) + 3 * res["constant"]["windows"]
@@ -141,8 +116,8 @@ def real_env_reference(data: LatentEpisodes, res: dict, progress: bool = True) -
             if not picks:
                 ref[kind] = {"windows": 0}
                 continue
-            real = torch.stack([data.frames[e][s + tc : s + tc + tf] for e, s in picks])  # (K, Tf, H, W, 3)
-            future = torch.stack([data.actions[e][s + tc : s + tc + tf] for e, s in picks])  # (K, Tf)
+            real = torch.stack([rep.frames[e][s + tc : s + tc + tf] for e, s in picks])  # (K, Tf, H, W, 3)
+            future = torch.stack([rep.actions[e][s + tc : s + tc + tf] for e, s in picks])  # (K, Tf)
             conditions = {
                 "swapped": swap_left_right(future, meanings),
                 "shuffled": shuffle_in_time(future, torch.Generator().manual_seed(EVAL_SEED)),
@@ -189,12 +164,11 @@ def measure(
     the real env's reference on the same windows unless ``real_env`` is False."""
     paths = EpisodeStore(folder).paths[:max_episodes]
     data = LatentEpisodes(model, paths, min_frames=context + horizon, desc="encoding held-out", keep_frames=True)
-    if real_env:
-        for p in data.paths:
-            episode_source(p)  # before the rollouts: an episode that cannot be replayed is named at once
+    # built before the rollouts, so an episode that cannot be replayed is named at once
+    rep = Replayer(data.paths, data.frames, data.actions) if real_env else None
     res = action_sensitivity(model, data, context=context, horizon=horizon, windows=windows)
-    if real_env:
-        res["real_env"] = real_env_reference(data, res, progress)
+    if rep is not None:
+        res["real_env"] = real_env_reference(rep, res, progress)
     turning = res["turning"]
     res["goals"] = {
         "turning_real_beats_swapped_by_2db": turning.get("windows", 0) > 0

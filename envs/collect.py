@@ -160,6 +160,32 @@ def episode_path(out, index: int) -> Path:
     return Path(out) / f"ep_{index:05d}.npz"
 
 
+def episode_origin(path) -> tuple[str, int, bool]:
+    """(env id, reset seed, fast) an episode file written by this module was collected with: the inverse of
+    :func:`episode_path` and the manifest's ``seed`` (episode ``i`` has env seed ``seed + i``), so the episode can
+    be replayed exactly. A ValueError naming the file for anything else (converted or downloaded episodes)."""
+    path = Path(path)
+    manifest_path = path.parent / MANIFEST
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"{manifest_path}: unreadable ({e}); replaying {path.name} needs it") from e
+    stem = path.name.removeprefix("ep_").removesuffix(".npz")
+    if (
+        not isinstance(manifest, dict)
+        or not manifest.get("env")
+        or not isinstance(manifest.get("seed"), int)
+        or manifest.get("episode_seed") != "seed + index"
+        or not stem.isdigit()
+        or episode_path(path.parent, int(stem)).name != path.name
+    ):
+        raise ValueError(
+            f"{path}: cannot be replayed in the real env: expected an envs.collect episode ep_NNNNN.npz beside a "
+            f"{MANIFEST} with 'env', an integer 'seed' and episode_seed 'seed + index'"
+        )
+    return str(manifest["env"]), manifest["seed"] + int(stem), bool(manifest.get("fast", True))
+
+
 def _spec(env_id: str) -> gymnasium.envs.registration.EnvSpec:
     """The registered spec of ``env_id`` (``module:id`` imports ``module`` first), or a ValueError naming it."""
     module, _, name = env_id.rpartition(":")

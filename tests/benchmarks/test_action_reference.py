@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.action_following import Replayer, episode_source
+from benchmarks.action_following import Replayer
+from envs.collect import episode_origin
 from envs.episodes import EpisodeStore
 
 
@@ -34,7 +35,7 @@ def test_replaying_an_episode_reproduces_its_frames_and_other_actions_change_the
 
 
 def test_episodes_that_cannot_be_replayed_are_named(real_episodes, tmp_path):
-    env, seed, fast = episode_source(EpisodeStore(real_episodes).paths[2])
+    env, seed, fast = episode_origin(EpisodeStore(real_episodes).paths[2])
     manifest = json.loads((real_episodes / "manifest.json").read_text())
     assert (env, seed, fast) == (manifest["env"], manifest["seed"] + 2, True)
     bad = tmp_path / "eps"
@@ -50,4 +51,4 @@ def test_episodes_that_cannot_be_replayed_are_named(real_episodes, tmp_path):
     del m["seed"]
     (bad / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(ValueError, match="cannot be replayed in the real env: expected an envs.collect episode"):
-        episode_source(path)
+        episode_origin(path)
