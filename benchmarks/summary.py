@@ -29,6 +29,15 @@ def _load(folder: Path, name: str):
     return json.loads(p.read_text()) if p.exists() else None
 
 
+def _per_world(folder: Path, base: str):
+    """(results, world key, its label or None for Memory Maze) of benchmark ``base`` in every world that has a
+    results file (``base.json`` for Memory Maze, ``base_WORLD.json`` for the others: ``result_name``)."""
+    for world, label in WORLDS.items():
+        res = _load(folder, result_name(base, world))
+        if res:
+            yield res, world, None if world == DEFAULT_WORLD else label
+
+
 def _rows(folder: Path) -> list[tuple[str, str, str]]:
     """(benchmark, result, goal) for every result file of ``folder``, in the README's order."""
     rows = []
@@ -118,12 +127,9 @@ def _rows(folder: Path) -> list[tuple[str, str, str]]:
                 "above copy-last: " + ("yes" if wm["psnr_dream_mean"] > wm["psnr_copy_last_mean"] else "no"),
             )
         )
-    for world, label in WORLDS.items():
-        fid = _load(folder, result_name("dream_fidelity", world))
-        if not fid:
-            continue
+    for fid, _, label in _per_world(folder, "dream_fidelity"):
         m, q1, q4 = fid["mean"], fid["mean_first_quarter"], fid["mean_last_quarter"]
-        where = "unseen mazes" if world == DEFAULT_WORLD else f"unseen worlds, {label}"
+        where = f"unseen worlds, {label}" if label else "unseen mazes"
         rows.append(
             (
                 f"Dream vs real env, open loop on {where} (`dream_fidelity`)",
@@ -199,18 +205,11 @@ def _rows(folder: Path) -> list[tuple[str, str, str]]:
         threads = sorted({r.get("torch_threads") for r in sc["rows"] if r.get("torch_threads")})
         how = f", minutes at {'/'.join(map(str, threads))} torch thread(s)" if threads else ""
         rows.append((f"Quality vs training steps, long preset{how} (`scaling`)", pts, "reported (what compute buys)"))
-    for world, label in WORLDS.items():
-        pl = _load(folder, result_name("planners", world))
-        if pl:
-            rows.append(_planner_row(pl, None if world == DEFAULT_WORLD else label))
-    for world, label in WORLDS.items():
-        ag = _load(folder, result_name("agents", world))
-        if ag:
-            rows.append(_agents_row(ag, None if world == DEFAULT_WORLD else label))
-    for world, label in WORLDS.items():
-        rc = _load(folder, result_name("recall", world))
-        if rc and rc.get("variants"):
-            rows.append(_recall_row(rc, None if world == DEFAULT_WORLD else (label, result_name("recall", world))))
+    rows += [_planner_row(pl, label) for pl, _, label in _per_world(folder, "planners")]
+    rows += [_agents_row(ag, label) for ag, _, label in _per_world(folder, "agents")]
+    for rc, world, label in _per_world(folder, "recall"):
+        if rc.get("variants"):
+            rows.append(_recall_row(rc, label and (label, result_name("recall", world))))
     dd = _load(folder, "train_ddp")
     if dd:
         one, two = (dd["processes"][n]["windows_per_s"] for n in ("1", "2"))
