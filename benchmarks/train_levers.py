@@ -89,6 +89,12 @@ def _lever(what: str, data: str = "mixed", **kw) -> Setting:
     return Setting(what, data, backbone=backbone, **kw)
 
 
+def _pf(what: str, **kw) -> Setting:
+    """A one-change lever on top of ``prev_frame`` (mixed data + action tokens + the previous frame's patch)."""
+    backbone = {"prev_frame": True, **kw.pop("backbone", {})}
+    return _lever(what, backbone=backbone, **kw)
+
+
 def _inference(what: str, **load_kwargs) -> Setting:
     """An inference-only lever: the ``mixed_tokens`` model scored with other ``worldmodel.load`` settings."""
     return Setting(what, "mixed", reuse="mixed_tokens", inference=load_kwargs)
@@ -129,6 +135,21 @@ SETTINGS: dict[str, Setting] = {
         train={"batch_size": 16, "curriculum": ((0.0, 16), (0.7, 24))},
     ),
     "more_data": _lever("+ 120 mixed episodes instead of 40", data="mixed120"),
+    # one change each on top of prev_frame (the cpu preset's model since the study: mixed data, action tokens and
+    # the previous frame's patch); width x depth pairs keep dim^2 x depth, so the parameters and the cost per step
+    "windows_32": _pf(
+        "prev_frame + 32-frame windows throughout (preset: 32, then 48 from 70% of training): cheaper steps",
+        train={"curriculum": ((0.0, 32),)},
+    ),
+    "ema_0.99": _pf("prev_frame + EMA decay 0.99 (preset 0.999)", train={"ema_decay": 0.99}),
+    "wide_shallow": _pf(
+        "prev_frame + width 160, depth 4 (preset 128 x 6; same parameters)",
+        backbone={"dim": 160, "depth": 4, "block_sizes": ((2, 2), (4, 4)) * 2},
+    ),
+    "narrow_deep": _pf(
+        "prev_frame + width 96, depth 10 (preset 128 x 6; same parameters)",
+        backbone={"dim": 96, "depth": 10, "block_sizes": ((2, 2), (4, 4)) * 5},
+    ),
     # inference only: the mixed_tokens model, other sampler settings
     "ctx_noise_0": _inference("mixed_tokens sampled with context noise 0 (preset 0.1)", context_noise=0.0),
     "ctx_noise_0.3": _inference("mixed_tokens sampled with context noise 0.3", context_noise=0.3),
