@@ -13,7 +13,7 @@ behind it. With ``--heldout-episodes`` the world model's action sensitivity is m
 (``worldmodel.evaluate.action_sensitivity``): an agent cannot learn from a dream that ignores its actions.
 
 Writes ``agents.json``, ``agents.png`` (bars with 95% intervals) and ``agents.md`` (the table) to ``--out``; for
-runs in another world the names carry it (``agents_crafter.*`` for Crafter: ``benchmarks.common.result_name``).
+runs in another world the names carry it (``agents_crafter.*`` for Crafter: ``envs.worlds.result_name``).
 """
 
 from __future__ import annotations
@@ -28,9 +28,10 @@ import gymnasium
 import envs  # noqa: F401  (registers the Memory Maze ids)
 import worldmodel
 from agents.real import episode_record, summarise_episodes
-from benchmarks.common import RESULTS_DIR, env_world, figure, machine_info, result_name, write_results
+from benchmarks.common import RESULTS_DIR, figure, machine_info, write_results
 from envs.fileio import atomic_write_text
 from envs.policies import OraclePolicy, RandomPolicy
+from envs.worlds import env_world, result_name
 from planners.evaluate import mean_ci, oracle_missing, run_policy_episode, sensitivity, sensitivity_sentence
 
 __all__ = ["baseline", "collect", "main", "markdown"]

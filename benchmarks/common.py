@@ -11,19 +11,15 @@
   runs several variants round after round, so load drifts on a shared machine hit them alike.
 - :func:`figure` makes a matplotlib figure in the benchmarks' one style (Agg, no display needed);
   :func:`write_results` writes ``NAME.json`` and ``NAME.png`` atomically.
-- :data:`WORLDS`: the worlds a result can be about. A benchmark that runs on several names its results per world
-  (:func:`result_name`: ``recall`` for Memory Maze, ``recall_crafter`` for Crafter), so a Crafter run never
-  replaces a Memory Maze result; :func:`env_world` and :func:`episodes_world` tell the world of an env id or of an
-  episode folder.
+- The worlds a result can be about and the names of results per world live in ``envs.worlds`` (the data layer,
+  so planners and agents name their results as the benchmarks do).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
-import re
 import statistics
 import tempfile
 import time
@@ -41,23 +37,17 @@ from envs.fileio import atomic_write_json
 from worldmodel.utils import git_commit, save_figure
 
 __all__ = [
-    "DEFAULT_WORLD",
     "RESULTS_DIR",
     "STYLE",
-    "WORLDS",
     "Sizes",
     "benchmark_parser",
-    "env_world",
-    "episodes_world",
     "figure",
     "interleaved_rounds",
     "machine_info",
     "median_of_rounds",
     "output_dir",
-    "result_name",
     "sync",
     "timed_calls",
-    "world_label",
     "write_results",
 ]
 
@@ -81,60 +71,6 @@ K = TypeVar("K", bound=Hashable)
 # The plotting setup, once for every benchmark: files only (no display needed), one style.
 matplotlib.use("Agg")
 matplotlib.rcParams.update(STYLE)
-
-
-# ------------------------------------------------------------------------------------------------ worlds
-
-WORLDS = {"memory_maze": "Memory Maze", "crafter": "Crafter", "minerl": "MineRL", "teco": "TECO"}
-"""The worlds a benchmark result can be about: key (the results' file-name suffix, ``--world``) -> name in tables."""
-DEFAULT_WORLD = "memory_maze"
-"""The world whose results carry no suffix (``recall.json``, ``dream_fidelity.json``): the first one we had."""
-_ENV_WORLDS = {"MemoryMaze": "memory_maze", "Crafter": "crafter", "MineRL": "minerl"}
-"""A word in a Gymnasium id -> the world of that env (``longdream/Crafter-v0``, ``MineRLNavigate-v0``, ...)."""
-_SOURCE_WORLDS = {"minerl": "minerl", "navigate": "minerl", "teco": "teco"}
-"""``python -m envs.convert --format`` (the ``source_format`` of a converted folder's manifest) -> the world."""
-
-
-def env_world(env_id: str) -> str:
-    """The world key of a Gymnasium id (``longdream/Crafter-v0`` -> ``crafter``); another env's own name as a
-    file-name stem (``mypkg:Foo-v0`` -> ``foo_v0``)."""
-    for word, key in _ENV_WORLDS.items():
-        if word in env_id:
-            return key
-    return re.sub(r"[^a-z0-9]+", "_", env_id.rpartition(":")[2].rpartition("/")[2].lower()).strip("_") or "env"
-
-
-def episodes_world(folder: str | os.PathLike) -> str:
-    """The world key of an episode folder, from its ``manifest.json``: the ``env`` that ``python -m envs.collect``
-    records, or the ``source_format`` of ``python -m envs.convert`` (minerl, navigate: MineRL; teco: TECO); a folder
-    without a manifest (the official Memory Maze data, toy episodes) is Memory Maze. A manifest that is not a JSON
-    object, or holds neither key, is a ValueError naming the file."""
-    path = Path(folder) / "manifest.json"
-    if not path.is_file():
-        return DEFAULT_WORLD
-    try:
-        manifest = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path}: unreadable manifest ({e}); repair it, or name the world with --world") from e
-    if isinstance(manifest, dict) and manifest.get("env"):
-        return env_world(str(manifest["env"]))
-    if isinstance(manifest, dict) and manifest.get("source_format") in _SOURCE_WORLDS:
-        return _SOURCE_WORLDS[manifest["source_format"]]
-    raise ValueError(
-        f"{path}: expected an episode manifest with 'env' (envs.collect) or 'source_format' "
-        f"({', '.join(_SOURCE_WORLDS)}: envs.convert); name the world with --world"
-    )
-
-
-def world_label(world: str) -> str:
-    """The name of world key ``world`` in tables (``crafter`` -> ``Crafter``; another env's key as it is)."""
-    return WORLDS.get(world, world)
-
-
-def result_name(base: str, world: str) -> str:
-    """The results' file-name stem of benchmark ``base`` on ``world``: ``base`` itself for the default world
-    (Memory Maze), ``base_WORLD`` for the others (``recall_crafter``)."""
-    return base if world == DEFAULT_WORLD else f"{base}_{world}"
 
 
 # ------------------------------------------------------------------------------------------- output folder

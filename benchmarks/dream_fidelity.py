@@ -26,7 +26,7 @@ was collected with, so the mazes or Crafter maps are unseen):
 Writes ``NAME.json`` (per-step and mean metrics, settings, the world) and ``NAME.png`` (per-step curves above
 strips laid out real | dream | error for the first windows) into ``--out`` (default benchmarks/results/; with
 ``--quick`` a temporary folder). NAME (``--name``) is per world, so one world's run never replaces another's:
-``dream_fidelity`` for Memory Maze, ``dream_fidelity_crafter`` for Crafter (``benchmarks.common.result_name``).
+``dream_fidelity`` for Memory Maze, ``dream_fidelity_crafter`` for Crafter (``envs.worlds.result_name``).
 ``--episodes`` is the folder the model was trained on: the dream env checks the checkpoint against its data
 (spaces), and ``--quick`` without a checkpoint trains on it (or on 3 short episodes of ``--env``, default Memory
 Maze, collected here when not given). ``--quick`` also shrinks the run to ``QUICK`` windows.
@@ -44,10 +44,10 @@ import numpy as np
 from matplotlib.figure import Figure
 from tqdm import tqdm
 
-from benchmarks.common import env_world, result_name, world_label
 from envs.collect import CollectConfig, collect, collect_episode, env_policy, make_env
 from envs.dream_vector import DreamVectorEnv
 from envs.policies import POLICIES
+from envs.worlds import env_world, result_name, world_label
 from worldmodel.evaluate import compare_open_loop, event_precision_recall
 from worldmodel.metrics import LPIPS_MISSING_MESSAGE, lpips_available
 from worldmodel.model import WorldModel, load

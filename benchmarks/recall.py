@@ -98,20 +98,11 @@ import torch
 from tqdm import tqdm
 
 import worldmodel
-from benchmarks.common import (
-    DEFAULT_WORLD,
-    RESULTS_DIR,
-    WORLDS,
-    episodes_world,
-    figure,
-    machine_info,
-    result_name,
-    world_label,
-    write_results,
-)
+from benchmarks.common import RESULTS_DIR, figure, machine_info, write_results
 from benchmarks.latency import measure as measure_latency
 from envs.episodes import EpisodeStore, file_digest, load_episode, save_episode
 from envs.fileio import RunLockedError, atomic_write, atomic_write_bytes, atomic_write_json, atomic_write_text
+from envs.worlds import DEFAULT_WORLD, WORLDS, episodes_world, result_name, world_label
 from planners.evaluate import mean_ci
 from worldmodel.evaluate import EVAL_SEED, PSNR_CAP_DB, eval_windows, frame_lpips, frame_psnr, frame_ssim
 from worldmodel.metrics import LPIPS_MISSING_MESSAGE, lpips_available
@@ -327,7 +318,7 @@ def default_folders(preset: str) -> tuple[Path, Path]:
 
 
 def default_sweep(world: str) -> Path:
-    """The default sweep folder of ``world`` (a ``benchmarks.common.WORLDS`` key): DEFAULT_SWEEP for Memory Maze,
+    """The default sweep folder of ``world`` (a ``envs.worlds.WORLDS`` key): DEFAULT_SWEEP for Memory Maze,
     runs/recall-crafter for Crafter, ..., so the worlds' sweeps never share an autoencoder or a checkpoint."""
     if world == DEFAULT_WORLD:
         return DEFAULT_SWEEP

@@ -5,7 +5,7 @@
 
 Every number comes from a results file written by one of the benchmark jobs; a benchmark without a results file
 has no row. Benchmarks that run on several worlds get a row per world whose results exist (``dream_fidelity.json``
-for Memory Maze, ``dream_fidelity_crafter.json`` for Crafter, ...: ``benchmarks.common.result_name``). Keeps the
+for Memory Maze, ``dream_fidelity_crafter.json`` for Crafter, ...: ``envs.worlds.result_name``). Keeps the
 README's table honest: regenerate it after re-running a benchmark.
 """
 
@@ -15,9 +15,10 @@ import argparse
 import json
 from pathlib import Path
 
-from benchmarks.common import DEFAULT_WORLD, RESULTS_DIR, WORLDS, result_name
+from benchmarks.common import RESULTS_DIR
 from benchmarks.latency import FLAT_TOLERANCE
 from benchmarks.ssd_speed import GOAL_LENGTH, GOAL_SPEEDUP
+from envs.worlds import DEFAULT_WORLD, WORLDS, result_name
 
 AUTOENCODER_GOAL_DB = 28.0
 """Held-out PSNR the cpu-preset autoencoder should reach (above it, its reconstructions are sharp)."""

@@ -58,6 +58,7 @@ import worldmodel  # noqa: E402
 from envs.episodes import EpisodeStore  # noqa: E402
 from envs.fileio import RunLock, RunLockedError, atomic_write_json, atomic_write_text  # noqa: E402
 from envs.policies import OraclePolicy, RandomPolicy  # noqa: E402
+from envs.worlds import env_world, result_name  # noqa: E402
 from planners import PLANNERS  # noqa: E402
 from planners.base import Planner, rollout_returns  # noqa: E402
 from planners.config import PLANNER_PRESETS, PlannerConfig, planner_config  # noqa: E402
@@ -115,8 +116,9 @@ class EvaluateJob:
     """Per-episode results and TensorBoard (None: RUN_DIR/planners next to the checkpoint)."""
     out: Path = RESULTS_DIR
     """Folder of NAME.json, NAME.png and NAME.md."""
-    name: str = "planners"
-    """Base name of the written results."""
+    name: str | None = None
+    """Base name of the written results (None: ``planners`` on Memory Maze, ``planners_WORLD`` on another world,
+    e.g. ``planners_crafter``: envs.worlds.result_name)."""
     device: str = "auto"
     """auto | cpu | cuda | cuda:N | mps."""
     threads: int | None = None
@@ -141,7 +143,7 @@ class EvaluateJob:
             raise ValueError(f"--threads {self.threads!r}: expected a number of threads >= 1")
         if not self.methods or len(set(self.methods)) != len(self.methods):
             raise ValueError(f"--methods {self.methods!r}: expected distinct methods, at least one")
-        if not self.name or "/" in self.name:
+        if self.name is not None and (not self.name or "/" in self.name):
             raise ValueError(f"--name {self.name!r}: expected a plain file name stem")
         resolve_device(self.device)
 
@@ -659,13 +661,14 @@ def plot(res: dict) -> Figure:
 
 
 def write(job: EvaluateJob, res: dict) -> None:
-    """NAME.json, NAME.png and NAME.md into ``job.out``, each atomically."""
+    """NAME.json, NAME.png and NAME.md into ``job.out``, each atomically (NAME: ``--name``, else named per world)."""
     out = Path(job.out)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / f"{job.name}.json", res)
-    save_figure(plot(res), out / f"{job.name}.png", dpi=110)
-    atomic_write_text(out / f"{job.name}.md", markdown(res))
-    print(f"wrote {out / job.name}.json, .png and .md")
+    name = job.name or result_name("planners", env_world(res["env"]))
+    atomic_write_json(out / f"{name}.json", res)
+    save_figure(plot(res), out / f"{name}.png", dpi=110)
+    atomic_write_text(out / f"{name}.md", markdown(res))
+    print(f"wrote {out / name}.json, .png and .md")
 
 
 def parse_args(argv: list[str] | None = None) -> EvaluateJob:

@@ -14,6 +14,7 @@ LAYER_OF = {
     "envs.episodes": "data",
     "envs.fileio": "data",
     "envs.video": "data",
+    "envs.worlds": "data",
     "envs.activation": "real",
     "envs.memory_maze": "real",
     "envs.crafter": "real",

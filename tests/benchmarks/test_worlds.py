@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from benchmarks import dream_fidelity, recall, summary
-from benchmarks.common import env_world, episodes_world, result_name, world_label
 from envs.collect import CollectConfig, collect
+from envs.worlds import env_world, episodes_world, result_name, world_label
 from worldmodel.evaluate import PSNR_CAP_DB
 from worldmodel.train import TRAIN_PRESETS, train
 

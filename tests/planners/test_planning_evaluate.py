@@ -1,11 +1,12 @@
 """python -m planners.evaluate on the tiny model: results written, resumable per episode, settings and CLI checked."""
 
+import dataclasses
 import json
 
 import numpy as np
 import pytest
 
-from planners.evaluate import EvaluateJob, evaluate, main, mean_ci, parse_args
+from planners.evaluate import EvaluateJob, evaluate, main, mean_ci, parse_args, write
 
 
 def _job(ckpt, tmp_path, **kw):
@@ -49,6 +50,12 @@ def test_evaluate_writes_results_and_resumes_per_episode(tiny_checkpoint, tmp_pa
     again = evaluate(job)
     assert [f.stat().st_mtime_ns for f in files] == stamps
     assert again["methods"]["cem"]["episodes"] == cem["episodes"]
+    # results are named per world unless --name says otherwise: a Crafter run never replaces Memory Maze's
+    write(dataclasses.replace(job, out=tmp_path / "w"), {**res, "env": "longdream/Crafter-v0"})
+    write(dataclasses.replace(job, out=tmp_path / "w", name="mine"), res)
+    assert sorted(p.name for p in (tmp_path / "w").iterdir()) == [
+        f"{stem}.{ext}" for stem in ("mine", "planners_crafter") for ext in ("json", "md", "png")
+    ]
 
 
 def test_a_rerun_with_other_settings_into_the_same_folder_is_refused(tiny_checkpoint, tmp_path):
