@@ -237,7 +237,10 @@ def score(checkpoint: Path, heldout: Path, strip_png: Path, **load_kwargs) -> di
     paths = EpisodeStore(heldout).paths[:HELDOUT_EPISODES]
     data = LatentEpisodes(model, paths, min_frames=2, desc="encoding held-out", keep_frames=True)
     ev = evaluate(model, data, EVAL_CONTEXT, EVAL_HORIZON, EVAL_WINDOWS)
-    act = measure_actions(model, heldout, ACTION_CONTEXT, ACTION_HORIZON, ACTION_WINDOWS, HELDOUT_EPISODES)
+    # without the real env's reference: it does not depend on the model (action_following publishes it once)
+    act = measure_actions(
+        model, heldout, ACTION_CONTEXT, ACTION_HORIZON, ACTION_WINDOWS, HELDOUT_EPISODES, real_env=False, progress=False
+    )
     save_png(strip_png, ev.pop("strip"))
     return {
         "psnr_dream": ev["psnr_dream_mean"],

@@ -33,6 +33,8 @@ def test_every_setting_and_guidance_gets_a_scored_row(study):
             and r["psnr_gain"] == pytest.approx(r["psnr_dream"] - r["psnr_copy_last"])
         )
         assert (tmp / "out" / r["strip"]).read_bytes()[:4] == b"\x89PNG"
+        # the real env's reference does not depend on the model: not replayed per setting (action_following has it)
+        assert "real_env" not in r["action_sensitivity"] and r["action_sensitivity"]["constant"]["windows"] > 0
     cfg = rows["mixed_tokens_cfg@g2"]["config"]["model"]
     assert cfg["backbone"]["action_tokens"] and cfg["backbone"]["null_action"] and cfg["action_dropout"] == 0.1
     assert (
