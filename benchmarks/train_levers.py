@@ -7,7 +7,8 @@
 
 Every setting trains the cpu preset's world model (``worldmodel.train``) with one change (or a named set of
 changes) from ``baseline`` for ``--steps`` optimiser steps on 2 cores, on top of one shared, already trained
-autoencoder (copied into each run, so the minutes are the world model's alone). Each trained model is then
+autoencoder (copied into each run, so the minutes are the world model's alone); a setting that changes the latent
+(``latent_16``, ``latent_4``) trains its own autoencoder in its run first, reported apart from the minutes. Each trained model is then
 scored on the same held-out episodes, collected with other seeds than any training data (unseen mazes):
 
 - open loop after 16 real frames, 16 imagined frames: PSNR/SSIM of the dream and of copying the last context
@@ -71,6 +72,9 @@ class Setting:
     """WorldModelConfig overrides (e.g. action_dropout)."""
     diffusion: dict[str, Any] = field(default_factory=dict)
     """DiffusionConfig overrides."""
+    autoencoder: dict[str, Any] = field(default_factory=dict)
+    """AutoencoderConfig overrides (e.g. latent_channels): the setting then trains its own stage 1 in its run instead
+    of sharing --autoencoder (that stage's minutes are reported apart, not in the row's minutes)."""
     guidance: tuple[float, ...] = (1.0,)
     """Classifier-free guidance scales the trained model is evaluated with (one row each)."""
     reuse: str | None = None
@@ -142,6 +146,14 @@ SETTINGS: dict[str, Setting] = {
         train={"curriculum": ((0.0, 32),)},
     ),
     "ema_0.99": _pf("prev_frame + EMA decay 0.99 (preset 0.999)", train={"ema_decay": 0.99}),
+    "latent_16": _pf(
+        "prev_frame + a 16-channel latent (preset 8): 16 x 8x8 numbers per frame, its own autoencoder",
+        autoencoder={"latent_channels": 16},
+    ),
+    "latent_4": _pf(
+        "prev_frame + a 4-channel latent (preset 8): 4 x 8x8 numbers per frame, its own autoencoder",
+        autoencoder={"latent_channels": 4},
+    ),
     "wide_shallow": _pf(
         "prev_frame + width 160, depth 4 (preset 128 x 6; same parameters)",
         backbone={"dim": 160, "depth": 4, "block_sizes": ((2, 2), (4, 4)) * 2},
@@ -166,9 +178,14 @@ STUDY_BASE_BACKBONE = {"action_tokens": False, "prev_frame": False}
 def model_config(s: Setting, preset: str = "cpu") -> WorldModelConfig:
     """The preset's world model as it was before the study (STUDY_BASE_BACKBONE), with the setting's overrides."""
     cfg = world_model_config(preset)
+    ae = dataclasses.replace(cfg.autoencoder, **s.autoencoder)
+    c, h, w = ae.latent_shape  # the backbone reads and predicts the latent the autoencoder makes
     return dataclasses.replace(
         cfg,
-        backbone=dataclasses.replace(cfg.backbone, **{**STUDY_BASE_BACKBONE, **s.backbone}),
+        autoencoder=ae,
+        backbone=dataclasses.replace(
+            cfg.backbone, latent_channels=c, latent_size=(h, w), **{**STUDY_BASE_BACKBONE, **s.backbone}
+        ),
         diffusion=dataclasses.replace(cfg.diffusion, **s.diffusion),
         **s.model,
     )
@@ -190,8 +207,11 @@ def run_setting(name: str, s: Setting, args: argparse.Namespace, rows_so_far: li
     else:
         run = args.runs / name
         run.mkdir(parents=True, exist_ok=True)
-        if not (run / "autoencoder.pt").exists():  # the shared stage 1: the minutes below are the world model's
+        own_ae = bool(s.autoencoder)  # else the shared stage 1, copied in: the minutes below are the world model's
+        if not own_ae and not (run / "autoencoder.pt").exists():
             shutil.copy2(args.autoencoder, run / "autoencoder.pt")
+        ae_report = run / "autoencoder_report.json"  # written when a stage 1 of its own finishes
+        ae_done_before = ae_report.exists()
         episodes = {"explore": args.explore_episodes, "mixed": args.mixed_episodes, "mixed120": args.more_episodes}[
             s.data
         ]
@@ -201,6 +221,11 @@ def run_setting(name: str, s: Setting, args: argparse.Namespace, rows_so_far: li
         model_cfg = model_config(s, args.preset)
         train(cfg, episodes, run, resume=resumed, device="cpu", model_cfg=model_cfg, progress=args.progress)
         minutes = (time.perf_counter() - t0) / 60
+        if own_ae:
+            ae = json.loads(ae_report.read_text())
+            ae_stage = {"minutes": round(ae["wall_time_s"] / 60, 2), "psnr": ae["psnr_mean"], "ssim": ae["ssim_mean"]}
+            if not ae_done_before:  # trained in this call: its minutes are not the world model's
+                minutes -= ae["wall_time_s"] / 60
     rows = []
     for g in s.guidance:
         label = name if len(s.guidance) == 1 else f"{name}@g{g:g}"
@@ -219,6 +244,7 @@ def run_setting(name: str, s: Setting, args: argparse.Namespace, rows_so_far: li
                 "train_steps": cfg.steps,
                 "minutes": round(minutes, 2),
                 "resumed": resumed,
+                **({"autoencoder_stage": ae_stage} if s.reuse is None and s.autoencoder else {}),
                 **scores,
                 "config": {"train": config_to_dict(cfg), "model": scores.pop("model_config")},
                 "strip": f"{NAME}/{label}.png",

@@ -55,6 +55,25 @@ def test_a_finished_setting_is_skipped_on_a_second_run(study, capsys):
     assert (tmp / "out" / "train_levers.json").read_text() == before
 
 
+def test_a_latent_setting_trains_its_own_autoencoder_apart_from_the_minutes(tiny_checkpoint, real_episodes, tmp_path):
+    """latent_16: the run's own stage 1 makes 16-channel latents the backbone reads; its minutes are reported apart."""
+    args = [
+        "--preset", "tiny", "--steps", "2", "--settings", "latent_16",
+        "--autoencoder", str(tiny_checkpoint.parent / "autoencoder.pt"),
+        "--explore-episodes", str(real_episodes), "--mixed-episodes", str(real_episodes),
+        "--heldout-episodes", str(real_episodes), "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "out"),
+        "--no-progress",
+    ]  # fmt: skip
+    assert train_levers.main(args) == 0
+    (row,) = json.loads((tmp_path / "out" / "train_levers.json").read_text())["rows"]
+    ae = json.loads((tmp_path / "runs" / "latent_16" / "autoencoder_report.json").read_text())
+    assert ae["latent_shape"][0] == 16 and row["config"]["model"]["backbone"]["latent_channels"] == 16
+    assert row["autoencoder_stage"]["minutes"] == pytest.approx(ae["wall_time_s"] / 60, abs=0.01)
+    assert row["autoencoder_stage"]["psnr"] == ae["psnr_mean"] and 0 < row["minutes"]
+    shared = (tiny_checkpoint.parent / "autoencoder.pt").read_bytes()
+    assert (tmp_path / "runs" / "latent_16" / "autoencoder.pt").read_bytes() != shared
+
+
 def test_bad_arguments_are_named(tmp_path, capsys):
     with pytest.raises(SystemExit):
         train_levers.main(["--settings", "nope", "--autoencoder", str(tmp_path)])
