@@ -304,6 +304,12 @@ class MemoryMazeEnv(gym.Env):
             return False
         arena._maze = maze
         composer_env._random_state = random_state
+        # A target touched in the last episode stays "activated" until its next reset, and the new episode's first
+        # draws (MemoryMazeTask._pick_new_target) skip activated targets: without this, reset(seed=s) after such an
+        # episode would spawn the walker elsewhere than the task freshly built with seed s does (found by
+        # gymnasium's check_env, whose first reset builds from a random seed).
+        for target in getattr(self._dm.task, "_targets", ()):
+            target.reset(self._dm.physics)
         self._built_seed = int(seed)
         return True
 
