@@ -8,8 +8,9 @@
 Every setting trains the cpu preset's world model (``worldmodel.train``) with one change (or a named set of
 changes) from ``baseline`` for ``--steps`` optimiser steps on 2 cores, on top of one shared, already trained
 autoencoder (copied into each run, so the minutes are the world model's alone); a setting that changes the latent
-(``latent_16``, ``latent_4``) trains its own autoencoder in its run first, reported apart from the minutes. Each trained model is then
-scored on the same held-out episodes, collected with other seeds than any training data (unseen mazes):
+(``latent_16``, ``latent_4``) trains its own autoencoder in its run first, reported apart from the minutes. Each
+trained model is then scored on the same held-out episodes, collected with other seeds than any training data
+(unseen mazes):
 
 - open loop after 16 real frames, 16 imagined frames: PSNR/SSIM of the dream and of copying the last context
   frame (``worldmodel.evaluate.evaluate``), reward-event precision/recall;
@@ -153,6 +154,13 @@ SETTINGS: dict[str, Setting] = {
     "latent_4": _pf(
         "prev_frame + a 4-channel latent (preset 8): 4 x 8x8 numbers per frame, its own autoencoder",
         autoencoder={"latent_channels": 4},
+    ),
+    # second seeds (training order, noise, initialisation; latent_16's autoencoder too): the run-to-run spread
+    "prev_frame_seed1": _pf("prev_frame again with training seed 1 (the spread between two runs)", train={"seed": 1}),
+    "latent_16_seed1": _pf(
+        "latent_16 again with training seed 1 (its autoencoder too)",
+        autoencoder={"latent_channels": 16},
+        train={"seed": 1},
     ),
     "wide_shallow": _pf(
         "prev_frame + width 160, depth 4 (preset 128 x 6; same parameters)",
