@@ -142,6 +142,7 @@ SETTINGS: dict[str, Setting] = {
     "more_data": _lever("+ 120 mixed episodes instead of 40", data="mixed120"),
     # one change each on top of prev_frame (the cpu preset's model since the study: mixed data, action tokens and
     # the previous frame's patch); width x depth pairs keep dim^2 x depth, so the parameters and the cost per step
+    # stay about the preset's
     "windows_32": _pf(
         "prev_frame + 32-frame windows throughout (preset: 32, then 48 from 70% of training): cheaper steps",
         train={"curriculum": ((0.0, 32),)},
@@ -204,6 +205,7 @@ def run_setting(name: str, s: Setting, args: argparse.Namespace, rows_so_far: li
 
     A setting with ``reuse`` trains nothing: it scores the named setting's model with other inference settings
     (its minutes are that run's)."""
+    ae_stage = None  # a stage 1 of its own (a setting that changes the latent): its minutes and held-out quality
     if s.reuse is not None:
         run = args.runs / s.reuse
         if not (run / "checkpoint.pt").exists():
@@ -252,7 +254,7 @@ def run_setting(name: str, s: Setting, args: argparse.Namespace, rows_so_far: li
                 "train_steps": cfg.steps,
                 "minutes": round(minutes, 2),
                 "resumed": resumed,
-                **({"autoencoder_stage": ae_stage} if s.reuse is None and s.autoencoder else {}),
+                **({"autoencoder_stage": ae_stage} if ae_stage else {}),
                 **scores,
                 "config": {"train": config_to_dict(cfg), "model": scores.pop("model_config")},
                 "strip": f"{NAME}/{label}.png",

@@ -7,17 +7,22 @@ import pytest
 from benchmarks import train_levers
 
 
+def _args(settings, tiny_checkpoint, episodes, tmp):
+    """The command line of a 2-step tiny study of ``settings`` on ``episodes``, runs and results under ``tmp``."""
+    return [
+        "--preset", "tiny", "--steps", "2", "--settings", *settings,
+        "--autoencoder", str(tiny_checkpoint.parent / "autoencoder.pt"),
+        "--explore-episodes", str(episodes), "--mixed-episodes", str(episodes),
+        "--heldout-episodes", str(episodes), "--runs", str(tmp / "runs"), "--out", str(tmp / "out"),
+        "--no-progress",
+    ]  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def study(tiny_checkpoint, real_episodes, tmp_path_factory):
     """Two settings (one with guidance rows) trained 2 steps each on the tiny preset; (args, result JSON)."""
     tmp = tmp_path_factory.mktemp("levers")
-    args = [
-        "--preset", "tiny", "--steps", "2", "--settings", "baseline", "mixed_tokens_cfg",
-        "--autoencoder", str(tiny_checkpoint.parent / "autoencoder.pt"),
-        "--explore-episodes", str(real_episodes), "--mixed-episodes", str(real_episodes),
-        "--heldout-episodes", str(real_episodes), "--runs", str(tmp / "runs"), "--out", str(tmp / "out"),
-        "--no-progress",
-    ]  # fmt: skip
+    args = _args(["baseline", "mixed_tokens_cfg"], tiny_checkpoint, real_episodes, tmp)
     assert train_levers.main(args) == 0
     return args, tmp, json.loads((tmp / "out" / "train_levers.json").read_text())
 
@@ -57,14 +62,7 @@ def test_a_finished_setting_is_skipped_on_a_second_run(study, capsys):
 
 def test_a_latent_setting_trains_its_own_autoencoder_apart_from_the_minutes(tiny_checkpoint, real_episodes, tmp_path):
     """latent_16: the run's own stage 1 makes 16-channel latents the backbone reads; its minutes are reported apart."""
-    args = [
-        "--preset", "tiny", "--steps", "2", "--settings", "latent_16",
-        "--autoencoder", str(tiny_checkpoint.parent / "autoencoder.pt"),
-        "--explore-episodes", str(real_episodes), "--mixed-episodes", str(real_episodes),
-        "--heldout-episodes", str(real_episodes), "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "out"),
-        "--no-progress",
-    ]  # fmt: skip
-    assert train_levers.main(args) == 0
+    assert train_levers.main(_args(["latent_16"], tiny_checkpoint, real_episodes, tmp_path)) == 0
     (row,) = json.loads((tmp_path / "out" / "train_levers.json").read_text())["rows"]
     ae = json.loads((tmp_path / "runs" / "latent_16" / "autoencoder_report.json").read_text())
     assert ae["latent_shape"][0] == 16 and row["config"]["model"]["backbone"]["latent_channels"] == 16
